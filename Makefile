@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_DATA ?= $(CURDIR)/demo_data
+DEMO_WORKDIR ?= $(CURDIR)/workdirs/demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# Re-runs only when the dependency spec changes; the editable install picks up code edits by itself.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m data.synthetic --out_dir $(DEMO_DATA) --skip_existing
+	$(PY) -m data.smoke --config configs/demo.py --config.data.data_dir=$(DEMO_DATA) --workdir $(DEMO_WORKDIR)
+
+test: install
+	$(PY) -m ruff check .
+	@# pytest exits 5 when it collects no test: that is a failure, not a pass.
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) demo_data workdirs .pytest_cache

@@ -1,0 +1,1 @@
+"""Plain ml_collections `get_config()` files; each docstring holds its command line."""

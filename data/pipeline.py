@@ -1,0 +1,180 @@
+"""Grain train/eval input pipelines over converted video records.
+
+Train: records -> global index shuffle (re-shuffled every epoch) -> repeat -> SAVi ops -> ElasticIterator,
+which shards by process and batches to global_batch / process_count. Its state is one JSON counter,
+`{"global_next_index": N}`, the same on every process and independent of process and worker counts;
+random ops draw from (seed, global element index), so augmentations are too.
+
+Eval: one pass over the split, padded to a multiple of the global batch with copies flagged `mask=False`,
+sliced `[process_index::process_count]` so every process yields the same number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import numpy as np
+
+from data import record_io
+from data import transforms as T
+
+log = logging.getLogger(__name__)
+TRAIN_CROPS = ("none", "random_resized_crop")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessSpec:
+    """What the SAVi chains need; built from the config's `data` block and `max_instances`."""
+
+    resolution: int = 64  # resize_small size (eval, and train without crop); crop output size otherwise
+    max_instances: int = 10  # K
+    depth_transform: str = "none"  # "none" | "log_plus"
+    train_crop: str = "none"  # "none" | "random_resized_crop"
+    train_frames: int = 6
+    eval_frames: int = 24
+    min_object_covered: float = 0.75
+
+    def __post_init__(self):
+        problems = []
+        if self.train_crop not in TRAIN_CROPS:
+            problems.append(f"data.train_crop={self.train_crop!r} (expected one of {TRAIN_CROPS})")
+        if self.depth_transform not in ("none", "log_plus"):
+            problems.append(f"data.depth_transform={self.depth_transform!r} (expected 'none' or 'log_plus')")
+        for name in ("resolution", "max_instances", "train_frames", "eval_frames"):
+            if int(getattr(self, name)) <= 0:
+                problems.append(f"{name}={getattr(self, name)} (must be positive)")
+        if problems:
+            raise ValueError("bad data config: " + "; ".join(problems))
+
+
+def spec_from_config(config) -> PreprocessSpec:
+    d = config.data
+    return PreprocessSpec(resolution=int(d.resolution), max_instances=int(config.max_instances),
+                          depth_transform=str(d.depth_transform), train_crop=str(d.train_crop),
+                          train_frames=int(d.train_frames), eval_frames=int(d.eval_frames))
+
+
+def train_ops(spec: PreprocessSpec) -> list[grain.transforms.Transformation]:
+    """SAVi's train chain. The window runs first, on raw codes (identical result, 4x less decoding)."""
+    ops: list[Any] = [T.TemporalRandomStridedWindow(spec.train_frames), T.VideoFromRecord(),
+                      T.SparseToDenseAnnotation(spec.max_instances)]
+    if spec.train_crop == "random_resized_crop":
+        ops.append(T.RandomResizedCrop(spec.resolution, spec.resolution, spec.min_object_covered))
+    else:
+        ops.append(T.ResizeSmall(spec.resolution))
+    return ops + [T.TransformDepth(spec.depth_transform), T.FlowToRGB()]
+
+
+def eval_ops(spec: PreprocessSpec) -> list[grain.transforms.Transformation]:
+    return [T.VideoFromRecord(), T.SparseToDenseAnnotation(spec.max_instances), T.TemporalCropOrPad(spec.eval_frames),
+            T.ResizeSmall(spec.resolution), T.TransformDepth(spec.depth_transform), T.FlowToRGB()]
+
+
+def apply_ops(ds: grain.MapDataset, ops) -> grain.MapDataset:
+    for op in ops:
+        ds = ds.random_map(op) if isinstance(op, grain.transforms.RandomMap) else ds.map(op)
+    return ds
+
+
+def open_split(data_dir: str, split: str, max_instances: int) -> record_io.VideoRecordSource:
+    """Opens a split after checking the dataset (exists, converted, split present, non-empty)."""
+    info = record_io.read_dataset_info(data_dir)
+    source = record_io.VideoRecordSource(record_io.split_files(data_dir, info, split))
+    if info.get("max_instances", 0) > max_instances:
+        log.warning("%s has videos with up to %d instances but max_instances=%d: boxes beyond the first %d "
+                    "are dropped and their segmentation ids set to background (as SAVi's sparse_to_dense)",
+                    data_dir, info["max_instances"], max_instances, max_instances)
+    return source
+
+
+def data_fingerprint(source: record_io.VideoRecordSource, spec: PreprocessSpec, seed: int) -> dict[str, Any]:
+    """What an iterator state is only valid with: the ordered file list, counts, seed and the chain."""
+    files = [p.rsplit("/", 2)[-2:] for p in source.paths]
+    blob = json.dumps({"files": files, "n": len(source), "seed": seed, "spec": dataclasses.asdict(spec)},
+                      sort_keys=True)
+    return {"num_records": len(source), "seed": seed, "sha256": hashlib.sha256(blob.encode()).hexdigest()}
+
+
+def train_dataset(source: record_io.VideoRecordSource, spec: PreprocessSpec, seed: int) -> grain.MapDataset:
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+    return apply_ops(ds, train_ops(spec)).map(DropStrings())
+
+
+def train_iterator(ds: grain.MapDataset, global_batch_size: int, process_index: int = 0, process_count: int = 1,
+                   worker_count: int = 0, read_threads: int = 8, prefetch_buffer_size: int = 32):
+    """ElasticIterator over `ds`: yields this process's share of each global batch."""
+    if global_batch_size % process_count:
+        suggestion = process_count * max(1, global_batch_size // process_count)
+        raise ValueError(f"global batch {global_batch_size} is not divisible by {process_count} processes; "
+                         f"use a multiple of {process_count}, e.g. {suggestion}")
+    mp = grain.MultiprocessingOptions(num_workers=worker_count) if worker_count > 0 else None
+    return grain.experimental.ElasticIterator(
+        ds, global_batch_size, grain.sharding.ShardOptions(process_index, process_count),
+        read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size),
+        multiprocessing_options=mp)
+
+
+@dataclasses.dataclass(frozen=True)
+class DropStrings(grain.transforms.Map):
+    """Device batches carry numbers only; the video name stays available in preview and eval sources."""
+
+    def map(self, f: T.Features) -> T.Features:
+        return {k: v for k, v in f.items() if np.asarray(v).dtype.kind not in "US"}
+
+
+class PaddedSource:
+    """`source` padded to a multiple of `multiple` with copies of record 0, each tagged with `mask`."""
+
+    def __init__(self, source: record_io.VideoRecordSource, multiple: int):
+        self._source = source
+        self._len = -(-len(source) // multiple) * multiple
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> T.Features:
+        real = index < len(self._source)
+        return {**self._source[index if real else 0], "mask": np.bool_(real)}
+
+
+def eval_dataset(source: record_io.VideoRecordSource, spec: PreprocessSpec, global_batch_size: int,
+                 process_index: int = 0, process_count: int = 1, keep_names: bool = False) -> grain.MapDataset:
+    """One padded pass; batches of global_batch_size / process_count for this process."""
+    if global_batch_size % process_count:
+        raise ValueError(f"eval batch {global_batch_size} is not divisible by {process_count} processes")
+    ds = grain.MapDataset.source(PaddedSource(source, global_batch_size))[process_index::process_count]
+    ds = apply_ops(ds, eval_ops(spec))
+    if not keep_names:
+        ds = ds.map(DropStrings())
+    return ds.batch(global_batch_size // process_count, drop_remainder=False)
+
+
+def eval_batches(source: record_io.VideoRecordSource, spec: PreprocessSpec, global_batch_size: int,
+                 process_index: int = 0, process_count: int = 1, read_threads: int = 4) -> Iterator[T.Features]:
+    ds = eval_dataset(source, spec, global_batch_size, process_index, process_count)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4)))
+
+
+def eval_examples(source: record_io.VideoRecordSource, spec: PreprocessSpec, num_examples: int) -> list[T.Features]:
+    """The first `num_examples` videos of a split through the eval chain, unbatched, names kept."""
+    ds = eval_dataset(source, spec, global_batch_size=1, keep_names=True)
+    return [{k: v[0] for k, v in ds[i].items()} for i in range(min(num_examples, len(source)))]
+
+
+def expected_shapes(spec: PreprocessSpec, batch: int, train: bool, frames: int | None = None) -> dict[str, tuple]:
+    """The documented batch shapes (README "Data"); used by tests and the smoke run."""
+    t = frames or (spec.train_frames if train else spec.eval_frames)
+    r, k = spec.resolution, spec.max_instances
+    shapes = {"video": (batch, t, r, r, 3), "segmentations": (batch, t, r, r), "flow": (batch, t, r, r, 3),
+              "depth": (batch, t, r, r, 1), "boxes": (batch, t, k, 4), "padding_mask": (batch, t, r, r),
+              "shape": (batch, 4)}
+    if not train:
+        shapes["mask"] = (batch,)
+    return shapes
+

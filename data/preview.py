@@ -1,0 +1,59 @@
+"""Dump preprocessed eval examples (exactly what the model is fed) to .npz, plus PNG previews.
+
+    python -m data.preview --config configs/movi_a_statm_savi_small.py --config.data.data_dir=DIR \
+        --split validation --num_examples 2 --out /tmp/preview.npz --png_dir /tmp/preview_png
+
+Keys: `<video_name>/<key>` for video, segmentations, flow, depth, boxes, padding_mask (and shape).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image
+
+from configs.overrides import check_config_overrides
+from data import pictures, pipeline, records
+
+KEYS = ("video", "segmentations", "flow", "depth", "boxes", "padding_mask", "shape")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+_SPLIT = flags.DEFINE_string("split", "validation", "Split to preview.")
+_NUM = flags.DEFINE_integer("num_examples", 4, "Number of videos (from the start of the split).")
+_OUT = flags.DEFINE_string("out", None, "Output .npz path.")
+_PNG_DIR = flags.DEFINE_string("png_dir", None, "Optional directory for one PNG grid per video.")
+
+
+def main(argv):
+    del argv
+    if not _OUT.value:
+        raise app.UsageError("--out is required")
+    config = _CONFIG.value
+    try:
+        spec = pipeline.spec_from_config(config)
+        source = pipeline.open_split(config.data.data_dir, _SPLIT.value, spec.max_instances)
+        examples = pipeline.eval_examples(source, spec, _NUM.value)
+    except (records.DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    arrays = {f"{ex['video_name']}/{k}": ex[k] for ex in examples for k in KEYS}
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    np.savez(_OUT.value, **arrays)
+    print(f"wrote {len(examples)} example(s) to {_OUT.value}")
+    if _PNG_DIR.value:
+        os.makedirs(_PNG_DIR.value, exist_ok=True)
+        for ex in examples:
+            path = os.path.join(_PNG_DIR.value, f"{ex['video_name']}.png")
+            Image.fromarray(pictures.example_grid(ex)).save(path)
+        print(f"wrote {len(examples)} PNG preview(s) to {_PNG_DIR.value}")
+    return 0
+
+
+if __name__ == "__main__":
+    check_config_overrides(sys.argv)
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
