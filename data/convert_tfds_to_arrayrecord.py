@@ -84,8 +84,8 @@ def convert_shard(task: ShardTask, out_dir: str, writer_options: str, skip_corru
     def tracked():
         for name, k, payload in _encoded_records(task, skip_corrupt, skipped):
             if not first_shape:
-                v = records.decode(payload)
-                first_shape.update(resolution=list(v["video"].shape[1:3]), num_frames=int(v["video"].shape[0]))
+                shape = records.LazyRecord(payload).fields["video"]["shape"]
+                first_shape.update(resolution=shape[1:3], num_frames=shape[0])
             yield name, k, payload
 
     manifest = record_io.write_shard(

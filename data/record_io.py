@@ -25,9 +25,9 @@ from data import records
 
 INFO_FILE = "dataset_info.json"
 FORMAT_NAME = "statm_savi.video_records"
-# group_size:1 is required for random access (one record per chunk). zstd:1 decompresses ~2x faster
-# than the default zstd:3 for a few percent in size (DATA.md §5.1, BENCHMARKS.md).
-DEFAULT_WRITER_OPTIONS = "group_size:1,zstd:1"
+# group_size:1 is required for random access (one record per chunk). Records compress their frames
+# themselves (data/records.py), so that a training window decompresses only its own frames.
+DEFAULT_WRITER_OPTIONS = "group_size:1,uncompressed"
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -131,9 +131,10 @@ def split_files(data_dir: str, info: dict[str, Any], split: str) -> list[str]:
 
 
 class VideoRecordSource:
-    """Grain random-access source over ArrayRecord shards, returning decoded video dicts.
+    """Grain random-access source over ArrayRecord shards, returning `records.LazyRecord`s.
 
-    Decoding happens here (not in a later map) so that a bad record's error names its file and index.
+    The header is checked here, so that a bad record's error names its file and index; the frames are
+    decompressed by the first transform (all of them for eval, one window for training).
     Readers open lazily and are dropped on pickling: Grain worker processes re-open their own.
     """
 
@@ -152,10 +153,14 @@ class VideoRecordSource:
             with self._lock:
                 if self._readers[i] is None:
                     try:
-                        self._readers[i] = array_record_module.ArrayRecordReader(
-                            self._paths[i], "readahead_buffer_size:0")
-                    except Exception as e:  # array_record raises RuntimeError/ValueError on corrupt files
-                        raise records.DataError(self._paths[i], None, f"cannot open ArrayRecord file ({e})") from None
+                        reader = array_record_module.ArrayRecordReader(self._paths[i], "readahead_buffer_size:0")
+                        problem = None if reader.ok() else "the reader reports a bad state"
+                    except Exception as e:  # array_record raises RuntimeError/ValueError on some corrupt files
+                        problem = str(e)
+                    if problem:  # a truncated file opens "successfully" with ok() False and 0 records
+                        raise records.DataError(self._paths[i], None, f"cannot open ArrayRecord file ({problem}); "
+                                                "it is truncated or corrupt", "Re-create it (the converter resumes).")
+                    self._readers[i] = reader
                 reader = self._readers[i]
         return reader
 
@@ -181,10 +186,14 @@ class VideoRecordSource:
         except Exception as e:
             raise records.DataError(self._paths[f], local, f"unreadable record ({e})") from None
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> records.LazyRecord:
         index = int(index)
         f, local = self.locate(index)
-        return records.decode(self.read_bytes(index), self._paths[f], local)
+        return records.LazyRecord(self.read_bytes(index), self._paths[f], local)
+
+    def decoded(self, index: int) -> dict[str, Any]:
+        """All frames of record `index` as numpy arrays."""
+        return self[index].decode()
 
     def __getstate__(self):
         state = self.__dict__.copy()

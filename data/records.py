@@ -1,12 +1,13 @@
-"""The record schema: one video per ArrayRecord record, raw arrays behind a small JSON header.
+"""The record schema: one video per ArrayRecord record; per-frame zstd chunks behind a small JSON header.
 
 Layout of one record (version 1):
-    b"STATMREC" | u32 header_bytes | header JSON (utf-8) | field buffers, each 8-byte aligned
+    b"STATMREC" | u32 header_bytes | header JSON (utf-8) | payload
 
-The header lists every field as [name, dtype, shape, offset, nbytes] plus `schema_version` and
-`video_name`. Decoding is `np.frombuffer` per field: no TensorFlow, no PNG, no copy. The values are the
-MOVi codes themselves (uint8 video and ids, uint16 flow/depth codes plus float ranges), so a record is
-lossless against its TFDS source and SAVi's dequantisation is applied at load time.
+The header lists each field as {"dtype", "shape", "chunks": [[offset, nbytes], ...]}. Per-frame fields
+(video, segmentations, backward_flow, depth) have one zstd-compressed chunk per frame, so a 6-frame
+training window decompresses 6 of 24 frames; the small fields are one raw chunk. Values are MOVi's own
+codes (uint8 video and ids, uint16 flow/depth codes plus float ranges): lossless against the TFDS source,
+with SAVi's dequantisation applied at load time. No TensorFlow, no PNG.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import struct
 from typing import Any
 
 import numpy as np
+import zstandard
 
 MAGIC = b"STATMREC"
 SCHEMA_VERSION = 1
 # Dense boxes always keep at least this many columns (MOVi-D/E have up to 23 instances), so one
 # converted dataset serves every `max_instances`; more columns are kept when a video has more instances.
 MIN_BOX_COLUMNS = 23
+ZSTD_LEVEL = 3
 _PREFIX = struct.Struct("<8sI")
 
 # name -> (dtype, rank). T frames, H×W pixels, K box columns.
@@ -35,6 +38,7 @@ FIELDS: dict[str, tuple[str, int]] = {
     "boxes": ("float32", 3),  # (T, K, 4) [ymin, xmin, ymax, xmax]; (0,0,0,0) = not tracked
     "num_instances": ("int32", 0),  # ()
 }
+PER_FRAME = ("video", "segmentations", "backward_flow", "depth")
 
 
 class DataError(ValueError):
@@ -59,15 +63,9 @@ def validate_example(example: dict[str, Any]) -> None:
         arr = np.asarray(example[name])
         if arr.dtype != np.dtype(dtype) or arr.ndim != rank:
             raise ValueError(f"field {name!r} is {arr.dtype}{list(arr.shape)}, expected {dtype} of rank {rank}")
-    t, h, w, c = example["video"].shape
-    expected = {
-        "video": (t, h, w, 3),
-        "segmentations": (t, h, w),
-        "backward_flow": (t, h, w, 2),
-        "depth": (t, h, w),
-        "backward_flow_range": (2,),
-        "depth_range": (2,),
-    }
+    t, h, w, _ = example["video"].shape
+    expected = {"video": (t, h, w, 3), "segmentations": (t, h, w), "backward_flow": (t, h, w, 2),
+                "depth": (t, h, w), "backward_flow_range": (2,), "depth_range": (2,)}
     for name, shape in expected.items():
         if example[name].shape != shape:
             raise ValueError(f"field {name!r} has shape {example[name].shape}, expected {shape}")
@@ -78,48 +76,96 @@ def validate_example(example: dict[str, Any]) -> None:
         raise ValueError("field 'video_name' must be a non-empty string")
 
 
-def encode(example: dict[str, Any]) -> bytes:
+def encode(example: dict[str, Any], level: int = ZSTD_LEVEL) -> bytes:
     """Video dict (FIELDS plus `video_name`) -> record bytes. Validates first."""
     validate_example(example)
-    entries, buffers, offset = [], [], 0
+    compressor = zstandard.ZstdCompressor(level=level)
+    fields, blobs, offset = {}, [], 0
     for name, (dtype, _) in FIELDS.items():
         arr = np.asarray(example[name], dtype=dtype)  # (ascontiguousarray would make scalars 1-d)
-        pad = (-offset) % 8
-        buffers.append(b"\0" * pad)
-        offset += pad
-        entries.append([name, dtype, list(arr.shape), offset, arr.nbytes])
-        buffers.append(arr.tobytes())
-        offset += arr.nbytes
-    header = json.dumps(
-        {"schema_version": SCHEMA_VERSION, "video_name": example["video_name"], "fields": entries},
-        separators=(",", ":"),
-    ).encode()
-    return _PREFIX.pack(MAGIC, len(header)) + header + b"".join(buffers)
+        parts = [compressor.compress(np.ascontiguousarray(f).tobytes()) for f in arr] if name in PER_FRAME \
+            else [arr.tobytes()]
+        chunks = []
+        for part in parts:
+            chunks.append([offset, len(part)])
+            blobs.append(part)
+            offset += len(part)
+        fields[name] = {"dtype": dtype, "shape": list(arr.shape), "chunks": chunks,
+                        "codec": "zstd" if name in PER_FRAME else "raw"}
+    header = json.dumps({"schema_version": SCHEMA_VERSION, "video_name": example["video_name"], "fields": fields},
+                        separators=(",", ":")).encode()
+    return _PREFIX.pack(MAGIC, len(header)) + header + b"".join(blobs)
+
+
+class LazyRecord:
+    """A record whose header is parsed and checked; frames are decompressed only when asked for.
+
+    `extra` holds keys that decode() adds to its output (e.g. the eval padding `mask`).
+    """
+
+    def __init__(self, record: bytes, path: str = "<bytes>", index: int | None = None,
+                 extra: dict[str, Any] | None = None):
+        self.path, self.index, self.extra = path, index, dict(extra or {})
+        if len(record) < _PREFIX.size:
+            raise self._error(f"truncated record ({len(record)} bytes)")
+        magic, header_len = _PREFIX.unpack_from(record)
+        if magic != MAGIC:
+            raise self._error(f"not a STATM-SAVi video record (magic {magic!r})")
+        start = _PREFIX.size + header_len
+        try:
+            header = json.loads(record[_PREFIX.size : start])
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self._error(f"truncated or corrupt header ({e})") from None
+        if header.get("schema_version") != SCHEMA_VERSION:
+            raise self._error(f"record schema version {header.get('schema_version')}, "
+                              f"this code reads version {SCHEMA_VERSION}")
+        self.fields: dict[str, Any] = header.get("fields", {})
+        missing = sorted(set(FIELDS) - set(self.fields))
+        if missing:
+            raise self._error(f"missing fields {missing}")
+        self.payload = memoryview(record)[start:]
+        for name, f in self.fields.items():
+            last_offset, last_size = f["chunks"][-1] if f["chunks"] else (0, 0)
+            if last_offset + last_size > len(self.payload):
+                raise self._error(f"truncated record: field {name!r} ends past the record")
+        self.video_name: str = header.get("video_name", "")
+        self.num_frames: int = int(self.fields["video"]["shape"][0])
+
+    def with_extra(self, **extra: Any) -> LazyRecord:
+        other = object.__new__(LazyRecord)
+        other.__dict__.update(self.__dict__)
+        other.extra = {**self.extra, **extra}
+        return other
+
+    def _error(self, reason: str) -> DataError:
+        return DataError(self.path, self.index, reason)
+
+    def _field(self, name: str, start: int, stop: int) -> np.ndarray:
+        f = self.fields[name]
+        if f["codec"] == "raw":
+            offset, size = f["chunks"][0]
+            arr = np.frombuffer(self.payload[offset : offset + size], dtype=f["dtype"]).reshape(f["shape"])
+            return arr[start:stop] if name == "boxes" else arr
+        decompressor = zstandard.ZstdDecompressor()
+        try:
+            frames = [decompressor.decompress(self.payload[o : o + n]) for o, n in f["chunks"][start:stop]]
+        except zstandard.ZstdError as e:
+            raise self._error(f"corrupt frame data in field {name!r} ({e})") from None
+        frame_shape = f["shape"][1:]
+        return np.frombuffer(b"".join(frames), dtype=f["dtype"]).reshape([len(frames), *frame_shape])
+
+    def decode(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+        """Frames [start, stop) of every per-frame field (and of `boxes`), plus the small fields."""
+        stop = self.num_frames if stop is None else min(stop, self.num_frames)
+        out: dict[str, Any] = {name: self._field(name, start, stop) for name in FIELDS}
+        out["video_name"] = self.video_name
+        try:
+            validate_example(out)
+        except ValueError as e:
+            raise self._error(str(e)) from None
+        return {**out, **self.extra}
 
 
 def decode(record: bytes, path: str = "<bytes>", index: int | None = None) -> dict[str, Any]:
-    """Record bytes -> dict of read-only numpy views plus `video_name`. Raises DataError on any defect."""
-    if len(record) < _PREFIX.size:
-        raise DataError(path, index, f"truncated record ({len(record)} bytes)")
-    magic, header_len = _PREFIX.unpack_from(record)
-    if magic != MAGIC:
-        raise DataError(path, index, f"not a STATM-SAVi video record (magic {magic!r})")
-    start = _PREFIX.size + header_len
-    try:
-        header = json.loads(record[_PREFIX.size : start])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(path, index, f"truncated or corrupt header ({e})") from None
-    version = header.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise DataError(path, index, f"record schema version {version}, this code reads version {SCHEMA_VERSION}")
-    payload = memoryview(record)[start:]
-    out: dict[str, Any] = {"video_name": header.get("video_name", "")}
-    for name, dtype, shape, offset, nbytes in header.get("fields", []):
-        if offset + nbytes > len(payload):
-            raise DataError(path, index, f"truncated record: field {name!r} ends past the record")
-        out[name] = np.frombuffer(payload[offset : offset + nbytes], dtype=dtype).reshape(shape)
-    try:
-        validate_example(out)
-    except ValueError as e:
-        raise DataError(path, index, str(e)) from None
-    return out
+    """Record bytes -> dict of numpy arrays plus `video_name`. Raises DataError on any defect."""
+    return LazyRecord(record, path, index).decode()

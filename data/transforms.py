@@ -4,9 +4,10 @@ Semantics follow `savi/lib/preprocessing.py` exactly (DATA.md §4.1), computed i
 order of operations so that the eval chains reproduce SAVi's TF outputs (tests/test_preprocessing_parity.py).
 The random ops (window, crop) match TF's distributions, not its stateless RNG bits.
 
-Every op reads and writes a dict. Temporal ops act on every array in TEMPORAL_KEYS that is present, so
-the strided window can run *before* decoding (on the raw uint8/uint16 codes): dequantisation is
-elementwise, the result is identical, and a 6-frame train clip never decodes the other 18 frames.
+Every op reads and writes a dict, except the first of a chain, which decodes a `records.LazyRecord`:
+`DecodeRecord` (all frames, eval) or `DecodeStridedWindow` (SAVi's strided window applied while decoding,
+so a 6-frame train clip never decompresses the other 18 frames; dequantisation is elementwise, so
+windowing the codes first gives the identical result).
 """
 
 from __future__ import annotations
@@ -89,6 +90,33 @@ def _resize_features(features: Features, out_h: int, out_w: int) -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
+def strided_window_start(num_frames: int, length: int, rng: np.random.Generator) -> int:
+    """SAVi's temporal_random_strided_window: one of ceil(T/L) non-overlapping windows, uniformly."""
+    return int(rng.integers(0, math.ceil(num_frames / length))) * length
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeRecord(grain.transforms.Map):
+    """LazyRecord -> dict of raw codes, all frames."""
+
+    def map(self, record) -> Features:
+        return record.decode()
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeStridedWindow(grain.transforms.RandomMap):
+    """LazyRecord -> dict of raw codes for one strided window (zero-padded if short), `shape` of the source."""
+
+    length: int
+
+    def random_map(self, record, rng: np.random.Generator) -> Features:
+        start = strided_window_start(record.num_frames, self.length, rng)
+        f = record.decode(start, start + self.length)
+        out = {k: (_crop_or_pad_time(v, 0, self.length) if k in TEMPORAL_KEYS else v) for k, v in f.items()}
+        out["shape"] = np.array(record.fields["video"]["shape"], np.int32)
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoFromRecord(grain.transforms.Map):
     """SAVi's VideoFromTfds on our record: dequantise codes, add `padding_mask` and `shape`."""
@@ -142,8 +170,7 @@ class TemporalRandomStridedWindow(grain.transforms.RandomMap):
     length: int
 
     def random_map(self, f: Features, rng: np.random.Generator) -> Features:
-        num_frames = f["video"].shape[0]
-        start = int(rng.integers(0, math.ceil(num_frames / self.length))) * self.length
+        start = strided_window_start(f["video"].shape[0], self.length, rng)
         out = {k: (_crop_or_pad_time(v, start, self.length) if k in TEMPORAL_KEYS else v) for k, v in f.items()}
         out.setdefault("shape", np.array(f["video"].shape, np.int32))
         return out

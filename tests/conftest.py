@@ -1,0 +1,47 @@
+"""Shared fixtures: the converted shared MOVi sample and a tiny synthetic dataset (built once per session)."""
+
+import os
+import sys
+
+import pytest
+from absl import flags
+
+# Grain reads absl flags (also in spawned workers); outside absl.app.run they must be marked as parsed.
+flags.FLAGS.mark_as_parsed()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("STATM_SHARED_DIR", os.path.join(os.path.dirname(REPO), "shared"))
+MOVI_SAMPLE = os.path.join(SHARED, "movi_sample")
+REFERENCE_EVAL = os.path.join(MOVI_SAMPLE, "savi_reference_eval_k10.npz")
+sys.path.insert(0, REPO)
+
+
+def _quiet(*_args, **_kwargs):
+    pass
+
+
+@pytest.fixture(scope="session")
+def movi_sample_dir():
+    if not os.path.isdir(MOVI_SAMPLE):
+        pytest.fail(f"shared MOVi sample not found at {MOVI_SAMPLE} (set STATM_SHARED_DIR)")
+    return MOVI_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def converted_sample(movi_sample_dir, tmp_path_factory):
+    from data.convert_tfds_to_arrayrecord import convert
+
+    out = tmp_path_factory.mktemp("movi_a_converted")
+    convert(movi_sample_dir, "movi_a/128x128:1.0.0", str(out), num_workers=1, log=_quiet)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory):
+    """24 train + 6 validation videos, 32x32, 12 frames: cheap enough for every pipeline test."""
+    from data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(str(out), num_train=24, num_validation=6, resolution=32, num_frames=12, supersample=1,
+             num_workers=1, log=_quiet)
+    return str(out)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from data import records, synthetic
+from data import transforms as T
+
+
+@pytest.fixture(scope="module")
+def videos():
+    return [synthetic.generate_video(3, "train", i, resolution=48, num_frames=10, supersample=1) for i in range(6)]
+
+
+def test_deterministic_and_schema_valid(videos):
+    again = synthetic.generate_video(3, "train", 0, resolution=48, num_frames=10, supersample=1)
+    for key in records.FIELDS:
+        np.testing.assert_array_equal(videos[0][key], again[key])
+    other = synthetic.generate_video(4, "train", 0, resolution=48, num_frames=10, supersample=1)
+    assert not np.array_equal(videos[0]["video"], other["video"])
+    for v in videos:
+        records.validate_example(v)
+
+
+def test_objects_are_visible_sorted_and_boxed(videos):
+    for v in videos:
+        k = int(v["num_instances"])
+        seg = v["segmentations"]
+        assert 1 <= k <= 10 and seg.max() == k
+        counts = np.bincount(seg.ravel(), minlength=k + 1)[1:]
+        assert (counts > 0).all() and (np.diff(counts) <= 0).all(), "instances sorted by visibility"
+        h = seg.shape[1]
+        for n in range(k):
+            for t in range(seg.shape[0]):
+                ys, xs = np.nonzero(seg[t] == n + 1)
+                box = v["boxes"][t, n]
+                if len(ys) == 0:
+                    assert (box == 0).all()  # NOTRACK where not visible
+                else:
+                    np.testing.assert_allclose(box, [ys.min() / h, xs.min() / h, (ys.max() + 1) / h,
+                                                     (xs.max() + 1) / h])
+        assert (v["boxes"][:, k:] == 0).all()
+
+
+def test_scenes_have_motion_occlusion_and_variety(videos):
+    ks = [int(v["num_instances"]) for v in videos]
+    assert len(set(ks)) > 1
+    moving = [np.abs(T.VideoFromRecord().map(v)["flow"]).max() > 0.5 for v in videos]
+    assert sum(moving) >= 4
+    colours = {tuple(np.round(v["video"][0][v["segmentations"][0] == 1].mean(0) / 40)) for v in videos}
+    assert len(colours) > 2
+
+
+def test_backward_flow_agrees_with_the_motion(videos):
+    """Following a pixel's backward flow lands on the same object in the previous frame (unless occluded)."""
+    agree = total = 0
+    for v in videos:
+        f = T.VideoFromRecord().map(v)
+        seg, flow = f["segmentations"], f["flow"]
+        t_, h, w = seg.shape
+        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        for t in range(1, t_):
+            obj = seg[t] > 0
+            r = np.clip(np.round(rows + flow[t, ..., 0]).astype(int), 0, h - 1)
+            c = np.clip(np.round(cols + flow[t, ..., 1]).astype(int), 0, w - 1)
+            agree += (seg[t - 1][r, c] == seg[t])[obj].sum()
+            total += obj.sum()
+    assert total > 0 and agree / total > 0.9, agree / total
+    assert (videos[0]["backward_flow"][0] == videos[0]["backward_flow"][0, 0, 0]).all(), "frame 0 has no motion"
