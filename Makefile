@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_DATA ?= $(CURDIR)/demo_data
 DEMO_WORKDIR ?= $(CURDIR)/workdirs/demo
+# MOVi-A-like at 64x64 (the demo model's resolution), 24 frames: about 2-3 minutes on 2 cores.
+DEMO_SYNTH_ARGS ?= --num_train 256 --num_validation 32 --resolution 64
 
 .PHONY: install demo test lint bench clean
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m data.synthetic --out_dir $(DEMO_DATA) --skip_existing
+	$(PY) -m data.synthetic --out_dir $(DEMO_DATA) $(DEMO_SYNTH_ARGS) --skip_existing
 	$(PY) -m data.smoke --config configs/demo.py --config.data.data_dir=$(DEMO_DATA) --workdir $(DEMO_WORKDIR)
 
 test: install

@@ -2,8 +2,9 @@
 
     make demo
     # which runs:
-    python -m data.synthetic --out_dir demo_data --skip_existing
-    python -m data.smoke --config configs/demo.py --config.data.data_dir=$PWD/demo_data --workdir workdirs/demo
+    python -m data.synthetic --out_dir demo_data --num_train 256 --num_validation 32 --resolution 64 --skip_existing
+    python -m data.smoke --config configs/demo.py --config.data.data_dir=$PWD/demo_data \
+        --workdir workdirs/demo
 """
 
 import ml_collections

@@ -1,6 +1,6 @@
 """Grain train/eval input pipelines over converted video records.
 
-Train: records -> global index shuffle (re-shuffled every epoch) -> repeat -> SAVi ops -> ElasticIterator,
+Train: records -> global shuffle, re-drawn every epoch, repeated forever -> SAVi ops -> ElasticIterator,
 which shards by process and batches to global_batch / process_count. Its state is one JSON counter,
 `{"global_next_index": N}`, the same on every process and independent of process and worker counts;
 random ops draw from (seed, global element index), so augmentations are too.
@@ -15,13 +15,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import grain
 import numpy as np
 
-from data import record_io
+from data import fused, record_io
 from data import transforms as T
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class PreprocessSpec:
     train_frames: int = 6
     eval_frames: int = 24
     min_object_covered: float = 0.75
+    fused: bool = True  # train chain as one compiled pass (data/fused.py); False: op-by-op NumPy
 
     def __post_init__(self):
         problems = []
@@ -57,13 +59,17 @@ def spec_from_config(config) -> PreprocessSpec:
     d = config.data
     return PreprocessSpec(resolution=int(d.resolution), max_instances=int(config.max_instances),
                           depth_transform=str(d.depth_transform), train_crop=str(d.train_crop),
-                          train_frames=int(d.train_frames), eval_frames=int(d.eval_frames))
+                          train_frames=int(d.train_frames), eval_frames=int(d.eval_frames),
+                          fused=bool(d.fused_train_ops))
 
 
 def train_ops(spec: PreprocessSpec) -> list[grain.transforms.Transformation]:
     """SAVi's train chain. The window is taken while decoding (identical result, 4x less decoding)."""
-    ops: list[Any] = [T.DecodeStridedWindow(spec.train_frames), T.VideoFromRecord(),
-                      T.SparseToDenseAnnotation(spec.max_instances)]
+    ops: list[Any] = [T.DecodeStridedWindow(spec.train_frames), T.SparseToDenseAnnotation(spec.max_instances)]
+    if spec.fused:
+        return ops + [fused.FusedToModel(spec.resolution, spec.train_crop == "random_resized_crop",
+                                         spec.depth_transform == "log_plus", spec.min_object_covered)]
+    ops.append(T.VideoFromRecord())
     if spec.train_crop == "random_resized_crop":
         ops.append(T.RandomResizedCrop(spec.resolution, spec.resolution, spec.min_object_covered))
     else:
@@ -102,8 +108,40 @@ def data_fingerprint(source: record_io.VideoRecordSource, spec: PreprocessSpec, 
     return {"num_records": len(source), "seed": seed, "sha256": hashlib.sha256(blob.encode()).hexdigest()}
 
 
+class EpochShuffledSource:
+    """`source` repeated forever, every epoch in its own permutation drawn from (seed, epoch).
+
+    Random access (element i = source[perm_{i // n}[i % n]]), so the stream is a pure function of the
+    global index, as the ElasticIterator state requires. Grain's index_shuffle costs ~11 ms per element on a
+    3-record dataset (and ~12 us on 10k); a cached permutation costs one numpy shuffle per epoch.
+    """
+
+    def __init__(self, source, seed: int):
+        self._source, self._seed = source, int(seed)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        perm = self._cache.get(epoch)
+        if perm is None:
+            n = len(self._source)
+            perm = np.random.default_rng([self._seed, epoch]).permutation(n)
+            perm = perm.astype(np.int64 if n >= 2**31 else np.int32)
+            self._cache = {epoch - 1: self._cache.get(epoch - 1), epoch: perm}  # keep two epochs (prefetch overlap)
+        return perm
+
+    def __getitem__(self, index: int):
+        epoch, j = divmod(int(index), len(self._source))
+        return self._source[int(self.permutation(epoch)[j])]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_cache": {}}
+
+
 def train_dataset(source: record_io.VideoRecordSource, spec: PreprocessSpec, seed: int) -> grain.MapDataset:
-    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+    ds = grain.MapDataset.source(EpochShuffledSource(source, seed)).seed(seed)
     return apply_ops(ds, train_ops(spec)).map(DropStrings())
 
 

@@ -191,12 +191,15 @@ class ResizeSmall(grain.transforms.Map):
     size: int
 
     def map(self, f: Features) -> Features:
-        h, w = f["video"].shape[1:3]
-        ratio = F32(self.size) / F32(min(h, w))
-        new_h, new_w = int(np.round(F32(h) * ratio)), int(np.round(F32(w) * ratio))
         f = dict(f)
-        _resize_features(f, new_h, new_w)
+        _resize_features(f, *resize_small_shape(*f["video"].shape[1:3], self.size))
         return f
+
+
+def resize_small_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """SAVi's get_resize_small_shape, in float32 (tf.round rounds half to even, as np.round)."""
+    ratio = F32(size) / F32(min(h, w))
+    return int(np.round(F32(h) * ratio)), int(np.round(F32(w) * ratio))
 
 
 def sample_distorted_crop(rng: np.random.Generator, h: int, w: int, min_object_covered: float,

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` measures side by side and prints Markdown rows for BENCHMARKS.md."""

@@ -1,0 +1,25 @@
+"""python -m bench [--movi_sample DIR] [--out results.json]: run the benchmarks, print Markdown rows."""
+
+import argparse
+import json
+import os
+
+from bench import data_pipeline
+
+DEFAULT_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                              "movi_sample")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--movi_sample", default=os.path.normpath(DEFAULT_SAMPLE))
+    p.add_argument("--out", default=None, help="also write the raw results as JSON")
+    a = p.parse_args()
+    results = {"data_pipeline": data_pipeline.run(a.movi_sample)}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

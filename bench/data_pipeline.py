@@ -1,0 +1,139 @@
+"""Record decode cost and train-pipeline throughput on one pinned core, on the converted shared MOVi sample.
+
+Each measurement runs in a fresh process pinned to one core (no Grain worker processes), so results do not
+depend on what ran before. Throughput variants: the compiled train chain (data/fused.py, which raises
+glibc's trim/mmap thresholds itself, data/allocator.py) and the op-by-op NumPy chain, the latter with
+glibc's defaults and with the same thresholds set through the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+ORIGINAL_TF_VIDEOS_PER_S = 180.0  # DATA.md §5.1: SAVi's tf.data ++ train chain, one core of this machine type
+TARGET_VIDEOS_PER_S = 360.0
+
+
+def _pin():
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+def _timeit(fn, min_seconds: float = 2.0) -> float:
+    fn()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        fn()
+        n += 1
+    return (time.perf_counter() - start) / n
+
+
+def measure_decode(data_dir: str) -> dict:
+    """ms per 24-frame 128x128 record: read, header, decode all frames, decode a 6-frame window."""
+    _pin()
+    from data import pipeline
+
+    src = pipeline.open_split(data_dir, "train", 10)
+    recs = [src[i] for i in range(len(src))]
+    i = [0]
+
+    def rotate(fn):
+        def run():
+            i[0] = (i[0] + 1) % len(src)
+            return fn(i[0])
+        return run
+
+    return {
+        "read_ms": 1e3 * _timeit(rotate(src.read_bytes)),
+        "read_and_header_ms": 1e3 * _timeit(rotate(lambda k: src[k])),
+        "decode_all_24_frames_ms": 1e3 * _timeit(rotate(lambda k: recs[k].decode())),
+        "decode_6_frame_window_ms": 1e3 * _timeit(rotate(lambda k: recs[k].decode(6, 12))),
+        "record_mb": os.path.getsize(src.paths[0]) / len(src) / 1e6,
+    }
+
+
+def measure_tf_example_decode(tfrecord: str) -> dict:
+    """The converter's per-record cost (TF-free tf.Example parse + PNG decode): what training would pay
+    per video without the one-off conversion."""
+    _pin()
+    from data import movi_tfds
+    from data.tfrecord import iter_tfrecord, parse_example
+
+    payloads = [p for _, p in iter_tfrecord(tfrecord)]
+    k = [0]
+
+    def run():
+        k[0] = (k[0] + 1) % len(payloads)
+        movi_tfds.example_to_video(parse_example(payloads[k[0]]))
+    return {"tf_example_parse_and_png_decode_ms": 1e3 * _timeit(run)}
+
+
+def measure_train(data_dir: str, fused: bool, seconds: float = 4.0) -> dict:
+    """Videos/s of the STATM-SAVi++ train chain (128x128, window 6, random resized crop, log depth, flow RGB)."""
+    _pin()
+    from data import pipeline
+
+    spec = pipeline.PreprocessSpec(resolution=128, max_instances=10, train_crop="random_resized_crop",
+                                   depth_transform="log_plus", fused=fused)
+    ds = pipeline.train_dataset(pipeline.open_split(data_dir, "train", 10), spec, seed=0)
+    idx = [0]
+
+    def element():
+        idx[0] += 1
+        return ds[idx[0]]
+
+    it = pipeline.train_iterator(ds, 8, read_threads=1, prefetch_buffer_size=8)
+    per_element = [_timeit(element, seconds / 3) for _ in range(3)]
+    per_batch = [_timeit(lambda: next(it), seconds / 3) for _ in range(3)]
+    it.close()
+    return {"element_videos_per_s": 1 / statistics.median(per_element),
+            "batched_videos_per_s": 8 / statistics.median(per_batch)}
+
+
+def _child(fn_name: str, *args, env: dict | None = None) -> dict:
+    code = (f"import json, sys; from bench import data_pipeline as b; "
+            f"print(json.dumps(b.{fn_name}(*json.loads(sys.argv[1]))))")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    if r.returncode:
+        raise RuntimeError(f"{fn_name} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run(movi_sample: str, log=print) -> dict:
+    from data.convert_tfds_to_arrayrecord import convert
+
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        convert(movi_sample, "movi_a/128x128:1.0.0", tmp, num_workers=1, log=lambda *a: None)
+        results["decode"] = _child("measure_decode", tmp)
+        shard = os.path.join(movi_sample, "movi_a/128x128/1.0.0/movi_a-train.tfrecord-00000-of-00001")
+        results["decode"].update(_child("measure_tf_example_decode", shard))
+        results["fused"] = _child("measure_train", tmp, True)
+        results["numpy_ops"] = _child("measure_train", tmp, False)
+        results["numpy_ops+malloc_env"] = _child("measure_train", tmp, False, env=MALLOC_ENV)
+    d = results["decode"]
+    log("| record decode (24-frame 128x128, converted shared sample) | ms |")
+    log("|---|---|")
+    for key in ("read_ms", "read_and_header_ms", "decode_all_24_frames_ms", "decode_6_frame_window_ms",
+                "tf_example_parse_and_png_decode_ms"):
+        log(f"| {key} | {d[key]:.3f} |")
+    log(f"| record size on disk (MB) | {d['record_mb']:.3f} |")
+    log("")
+    log(f"| train chain, one core | videos/s per element | videos/s in batches of 8 | vs original TF "
+        f"({ORIGINAL_TF_VIDEOS_PER_S:.0f}/s) | target {TARGET_VIDEOS_PER_S:.0f}/s |")
+    log("|---|---|---|---|---|")
+    for name, r in results.items():
+        if name == "decode":
+            continue
+        best = r["batched_videos_per_s"]
+        log(f"| {name} | {r['element_videos_per_s']:.0f} | {best:.0f} | {best / ORIGINAL_TF_VIDEOS_PER_S:.2f}x | "
+            f"{'met' if best >= TARGET_VIDEOS_PER_S else 'MISSED'} |")
+    return results
