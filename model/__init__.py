@@ -1,0 +1,1 @@
+"""Flax modules for STATM-SAVi and SAVi; knows nothing of data files or the trainer."""

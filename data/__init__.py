@@ -1,0 +1,1 @@
+"""Everything about bytes on disk and examples in memory; knows no model."""

@@ -1,0 +1,43 @@
+"""A tiny STATM-SAVi for fast model tests (same code paths as the real configs)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model import build
+
+
+def tiny_config(**recurrence):
+    m = build.default_model_config()
+    m.slot_size = 32
+    m.init_hidden_size = 32
+    m.encoder.update(cnn_features=[16, 16], cnn_kernel_size=3, cnn_strides=[2, 1], pos_mlp_hidden=16)
+    m.recurrence.update(corrector_qkv=32, predictor_heads=4, predictor_qkv=32, predictor_mlp=64, **recurrence)
+    m.decoder.update(features=[16, 16], kernel_size=3, strides=[2, 1], transpose=[True, False])
+    return m
+
+
+def tiny_inputs(batch=2, frames=6, size=16, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    video = jnp.asarray(rng.random((batch, frames, size, size, 3), np.float32))
+    boxes = np.zeros((batch, frames, k, 4), np.float32)
+    boxes[:, :, :2] = [0.1, 0.2, 0.5, 0.6]
+    boxes[:, :, 1] += 0.2
+    return video, jnp.asarray(boxes)
+
+
+@functools.cache
+def _params(conditioning: str):
+    # Initialisation compiles every initializer (QR for the orthogonal GRU kernels...): ~10 s on 2 cores,
+    # so it runs once per conditioning; buffer, loop, remat and dtype options do not change the tree.
+    model = build.build_model(tiny_config(), num_slots=4, conditioning_key=conditioning)
+    video, boxes = tiny_inputs()
+    return jax.jit(lambda key: model.init(key, video, boxes)["params"])(jax.random.key(0))
+
+
+def tiny_model(conditioning="boxes", **overrides):
+    cfg = tiny_config(**overrides.pop("recurrence", {}))
+    cfg.update(overrides)
+    return build.build_model(cfg, num_slots=4, conditioning_key=conditioning), _params(conditioning)
