@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 
-from bench import data_pipeline
+from bench import data_pipeline, model_scan
 
 DEFAULT_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                               "movi_sample")
@@ -14,8 +14,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--movi_sample", default=os.path.normpath(DEFAULT_SAMPLE))
     p.add_argument("--out", default=None, help="also write the raw results as JSON")
+    p.add_argument("--only", choices=("data", "model"), default=None)
+    p.add_argument("--model_batch", type=int, default=1)
     a = p.parse_args()
-    results = {"data_pipeline": data_pipeline.run(a.movi_sample)}
+    results = {}
+    if a.only in (None, "data"):
+        results["data_pipeline"] = data_pipeline.run(a.movi_sample)
+    if a.only in (None, "model"):
+        results["model_scan"] = model_scan.run(batch=a.model_batch)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(results, f, indent=1)

@@ -19,3 +19,42 @@ def data_config(data_dir: str, resolution: int, depth_transform: str = "none",
         "read_threads": 8,
         "prefetch_buffer_size": 32,
     })
+
+
+def model_config(size: str = "small", predictor: str = "statm") -> ml_collections.ConfigDict:
+    """The model block. size "small": the SAVi-S / STATM-SAVi architecture (CNN encoder, late fusion, flow);
+    "pp": SAVi++ / STATM-SAVi++ (ResNet-34-GN + Transformer encoder, early fusion, flow + depth).
+    predictor "statm": STATM's time-space block with a memory buffer; "transformer": SAVi's block."""
+    if size not in ("small", "pp") or predictor not in ("statm", "transformer"):
+        raise ValueError(f"model_config(size={size!r}, predictor={predictor!r})")
+    pp = size == "pp"
+    qkv, mlp = (256, 1024) if pp else (128, 256)
+    return ml_collections.ConfigDict({
+        "slot_size": 128,
+        "init_hidden_size": 256,  # slot initialiser MLP
+        "encoder": {
+            "backbone": "resnet34" if pp else "cnn",  # "cnn" | "resnet34" (GroupNorm, small-input stem)
+            "cnn_features": [32, 32, 32, 32], "cnn_kernel_size": 5, "cnn_strides": [1, 1, 1, 1],
+            "pos_mlp_hidden": 64,  # MLP after the position embedding (no residual)
+            "transformer_layers": 4 if pp else 0, "transformer_heads": 4, "transformer_qkv": 64,
+            "transformer_mlp": 1024,
+        },
+        "recurrence": {
+            "num_iterations": 1,  # slot-attention iterations (2 in the original statm_savi++_conditional.py)
+            "corrector_qkv": qkv,
+            "predictor": predictor,
+            "predictor_heads": 4, "predictor_qkv": qkv, "predictor_mlp": mlp,
+            "memory_size": 0,  # buffer rows; 0: the whole clip, as the original
+            "slice_size": 0,  # training never slices; evaluation passes config.eval_slice_size
+        },
+        "decoder": {
+            "targets": {"flow": 3, "depth": 1} if pp else {"flow": 3},
+            "resolution": 8, "features": [64, 64, 64, 64], "kernel_size": 5,
+            "strides": [2, 2, 2, 2] if pp else [2, 2, 2, 1],
+            "transpose": [True, True, True, True] if pp else [True, True, True, False],
+            "early_fusion": pp,
+        },
+        "dtype": "float32",  # compute dtype ("bfloat16" on GPUs); parameters stay float32
+        "remat": False,  # rematerialise the scanned step (memory at batch 64)
+        "time_loop": "scan",  # "python" unrolls the same step (benchmarks only)
+    })

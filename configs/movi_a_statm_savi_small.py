@@ -1,4 +1,5 @@
-"""STATM-SAVi (small) on MOVi-A: 64x64, K=10 (11 slots), batch 64 — the original small setting.
+"""STATM-SAVi (small) on MOVi-A: 64x64, K=10 (11 slots), batch 64 — the original small setting
+(statm_savi_conditional_small.py).
 
     python -m data.preview --config configs/movi_a_statm_savi_small.py \
         --config.data.data_dir=$DATA/movi_a_128 --split validation --num_examples 4 --out /tmp/preview.npz
@@ -6,7 +7,7 @@
 
 import ml_collections
 
-from configs.common import data_config
+from configs.common import data_config, model_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -14,8 +15,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 42
     config.max_instances = 10
     config.num_slots = config.get_ref("max_instances") + 1
+    config.conditioning_key = "boxes"  # "boxes" | "center_of_mass" | "none" (learned slots)
     config.batch_size = 64
     config.eval_batch_size = 16
-    config.eval_slice_size = 6
+    config.eval_slice_size = 6  # the original's training-time evaluation; the paper evaluates with 24
     config.data = data_config("", resolution=64)  # SAVi-S chains: resize_small(64), flow_to_rgb
+    config.model = model_config("small", "statm")
     return config

@@ -1,4 +1,5 @@
-"""STATM-SAVi++ on MOVi-E: 128x128, K=23 (24 slots), batch 64, random resized crop, log depth.
+"""STATM-SAVi++ on MOVi-E: 128x128, K=23 (24 slots), batch 64, random resized crop, log depth, one slot-attention
+iteration, eval slice 24 (the original's statm_savi_conditional.py at HEAD 297a86cf).
 
     python -m data.preview --config configs/movi_e_statm_savi_pp.py \
         --config.data.data_dir=$DATA/movi_e_128 --split validation --num_examples 4 --out /tmp/preview.npz
@@ -6,7 +7,7 @@
 
 import ml_collections
 
-from configs.common import data_config
+from configs.common import data_config, model_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -14,8 +15,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 42
     config.max_instances = 23
     config.num_slots = config.get_ref("max_instances") + 1
+    config.conditioning_key = "boxes"
     config.batch_size = 64
     config.eval_batch_size = 2
     config.eval_slice_size = 24
     config.data = data_config("", resolution=128, depth_transform="log_plus", train_crop="random_resized_crop")
+    config.model = model_config("pp", "statm")
+    config.model.remat = True  # batch 64 at 128x128: the broadcast decoder's activations dominate memory
     return config

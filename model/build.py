@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -24,7 +23,7 @@ def _tuples(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(model: ml_collections.ConfigDict, num_slots: int, conditioning_key: str = "boxes") -> STATMSAVi:
-    """`config.model` (see configs/common.py: model_config), `config.num_slots`, `config.conditioning_key`."""
+    """`config.model` (keys: configs/common.py model_config), `config.num_slots`, `config.conditioning_key`."""
     if conditioning_key not in CONDITIONING:
         raise ValueError(f"conditioning_key={conditioning_key!r}: expected one of {sorted(CONDITIONING)}")
     if model.dtype not in DTYPES:
@@ -42,81 +41,62 @@ def build_model(model: ml_collections.ConfigDict, num_slots: int, conditioning_k
         remat=m["remat"], time_loop=m.get("time_loop", "scan"), dtype=dtype)
 
 
-def default_model_config() -> ml_collections.ConfigDict:
-    """STATM-SAVi (small) as in statm_savi_conditional_small.py; other configs override parts."""
-    return ml_collections.ConfigDict({
-        "slot_size": 128,
-        "init_hidden_size": 256,
-        "encoder": dict(backbone="cnn", cnn_features=[32, 32, 32, 32], cnn_kernel_size=5, cnn_strides=[1, 1, 1, 1],
-                        pos_mlp_hidden=64, transformer_layers=0, transformer_heads=4, transformer_qkv=64,
-                        transformer_mlp=1024),
-        "recurrence": dataclasses.asdict(RecurrenceConfig()),
-        "decoder": dict(targets={"flow": 3}, resolution=8, features=[64, 64, 64, 64], kernel_size=5,
-                        strides=[2, 2, 2, 1], transpose=[True, True, True, False], early_fusion=False),
-        "dtype": "float32",  # compute dtype; parameters stay float32
-        "remat": False,  # rematerialise the scanned step (memory at batch 64)
-        "time_loop": "scan",  # "python" unrolls the same step (benchmarks only)
-    })
-
-
-def pp_model_config() -> ml_collections.ConfigDict:
-    """STATM-SAVi++: ResNet-34-GN + Transformer encoder, qkv 256 / mlp 1024, early fusion, flow + depth."""
-    m = default_model_config()
-    m.encoder.update(backbone="resnet34", transformer_layers=4)
-    m.recurrence.update(corrector_qkv=256, predictor_qkv=256, predictor_mlp=1024)
-    m.decoder.update(targets={"flow": 3, "depth": 1}, strides=[2, 2, 2, 2], transpose=[True] * 4, early_fusion=True)
-    return m
-
-
 class UnsupportedOriginal(ValueError):
     pass
 
 
 def from_original(seed_config: dict[str, Any]) -> tuple[ml_collections.ConfigDict, int, str]:
-    """The original's config JSON (its `model` module tree) -> (config.model, num_slots, conditioning_key)."""
+    """The original's config JSON (its `model` module tree) -> (config.model, num_slots, conditioning_key).
+
+    Every field of our model block is set here (see configs/common.py: model_config for their meaning);
+    an option of the original that this port does not implement raises UnsupportedOriginal.
+    """
     model = seed_config["model"]
     name = lambda d: d["module"].rsplit(".", 1)[-1]  # noqa: E731
-    m = default_model_config()
     if name(model) not in ("STATMSAVi", "SAVi") or model.get("decode_predicted") or not model.get(
             "decode_corrected", True):
         raise UnsupportedOriginal(f"model {name(model)} with decode_predicted={model.get('decode_predicted')}")
-    enc = model["encoder"]
+    enc, init, corr, pred, dec = (model[k] for k in ("encoder", "initializer", "corrector", "predictor", "decoder"))
     backbone = enc["backbone"]
+    encoder = dict(backbone="cnn", cnn_features=[32, 32, 32, 32], cnn_kernel_size=5, cnn_strides=[1, 1, 1, 1],
+                   pos_mlp_hidden=None, transformer_layers=0, transformer_heads=4, transformer_qkv=64,
+                   transformer_mlp=1024)
     if name(backbone) == "CNN":
-        m.encoder.update(backbone="cnn", cnn_features=list(backbone["features"]),
-                         cnn_kernel_size=backbone["kernel_size"][0][0], cnn_strides=[s[0] for s in backbone["strides"]])
+        encoder.update(cnn_features=list(backbone["features"]), cnn_kernel_size=backbone["kernel_size"][0][0],
+                       cnn_strides=[s[0] for s in backbone["strides"]])
     elif name(backbone) == "ResNet34" and backbone.get("norm_type") == "group" and backbone.get("small_inputs"):
-        m.encoder.backbone = "resnet34"
+        encoder["backbone"] = "resnet34"
     else:
         raise UnsupportedOriginal(f"encoder backbone {backbone}")
-    out_t = enc.get("pos_emb", {}).get("output_transform")
-    m.encoder.pos_mlp_hidden = out_t["hidden_size"] if out_t else None
-    transformer = enc.get("output_transform")
-    if transformer:
-        m.encoder.update(transformer_layers=transformer["num_layers"], transformer_heads=transformer["num_heads"],
-                         transformer_qkv=transformer["qkv_size"], transformer_mlp=transformer["mlp_size"])
-    init = model["initializer"]
-    if name(init) == "CoordinateEncoderStateInit":
-        conditioning = "center_of_mass" if init.get("center_of_mass") else "boxes"
-        m.init_hidden_size = init["embedding_transform"]["hidden_size"]
-        m.slot_size = init["embedding_transform"]["output_size"]
-    else:
+    pos_transform = enc.get("pos_emb", {}).get("output_transform")
+    encoder["pos_mlp_hidden"] = pos_transform["hidden_size"] if pos_transform else None
+    if enc.get("output_transform"):
+        t = enc["output_transform"]
+        encoder.update(transformer_layers=t["num_layers"], transformer_heads=t["num_heads"],
+                       transformer_qkv=t["qkv_size"], transformer_mlp=t["mlp_size"])
+    if name(init) != "CoordinateEncoderStateInit":
         raise UnsupportedOriginal(f"initializer {name(init)}")
-    corr, pred = model["corrector"], model["predictor"]
+    conditioning = "center_of_mass" if init.get("center_of_mass") else "boxes"
+    slot_size = init["embedding_transform"]["output_size"]
     predictor = {"TimeSpaceTransformerBlock2": "statm", "TransformerBlock": "transformer"}.get(name(pred))
     if predictor is None or pred.get("pre_norm"):
         raise UnsupportedOriginal(f"predictor {pred}")
-    m.recurrence.update(num_iterations=corr.get("num_iterations", 1), corrector_qkv=corr.get("qkv_size") or m.slot_size,
-                        predictor=predictor, predictor_heads=pred["num_heads"], predictor_qkv=pred["qkv_size"],
-                        predictor_mlp=pred["mlp_size"], slice_size=0)
-    dec = model["decoder"]
     db = dec["backbone"]
-    m.decoder.update(resolution=dec["resolution"][0], features=list(db["features"]),
-                     kernel_size=db["kernel_size"][0][0], strides=[s[0] for s in db["strides"]],
-                     transpose=list(db["layer_transpose"]),
-                     early_fusion=bool(dec.get("early_fusion", False)),
-                     targets={k: int(v) for k, v in seed_config["targets"].items()})
-    return m, int(seed_config["num_slots"]), conditioning
+    cfg = ml_collections.ConfigDict({
+        "slot_size": slot_size,
+        "init_hidden_size": init["embedding_transform"]["hidden_size"],
+        "encoder": encoder,
+        "recurrence": dict(num_iterations=corr.get("num_iterations", 1),
+                           corrector_qkv=corr.get("qkv_size") or slot_size, predictor=predictor,
+                           predictor_heads=pred["num_heads"], predictor_qkv=pred["qkv_size"],
+                           predictor_mlp=pred["mlp_size"], memory_size=0, slice_size=0),
+        "decoder": dict(targets={k: int(v) for k, v in seed_config["targets"].items()},
+                        resolution=dec["resolution"][0], features=list(db["features"]),
+                        kernel_size=db["kernel_size"][0][0], strides=[s[0] for s in db["strides"]],
+                        transpose=list(db["layer_transpose"]), early_fusion=bool(dec.get("early_fusion", False))),
+        "dtype": "float32", "remat": False, "time_loop": "scan",
+    })
+    return cfg, int(seed_config["num_slots"]), conditioning
 
 
 def init_params(model: STATMSAVi, batch: int, frames: int, resolution: int, max_instances: int,

@@ -118,6 +118,7 @@ def verify(path: str, tolerance: float = 2e-5, log=print) -> bool:
     video, boxes = arrays["inputs/video"], arrays["inputs/boxes"]
     model, expected = model_for(meta["seed_config"], boxes.shape[2], video.shape[1], video.shape[2], video.shape[0])
     params = convert_tree(original, expected, meta.get("seed_config_file", path))
+    log(build.parameter_overview(params))
     log(f"{meta.get('seed_config_file')}: {build.count_params(params):,} trainable parameters "
         f"(original {meta.get('param_count', 0):,} including fixed coordinate grids)")
     out = jax.jit(model.apply)({"params": params}, video, boxes)

@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs.common import model_config
 from model import build
 
 
 def tiny_config(**recurrence):
-    m = build.default_model_config()
+    m = model_config("small")
     m.slot_size = 32
     m.init_hidden_size = 32
     m.encoder.update(cnn_features=[16, 16], cnn_kernel_size=3, cnn_strides=[2, 1], pos_mlp_hidden=16)

@@ -1,6 +1,8 @@
 """The video model: masked fixed-size buffer == the original's growing buffer; windows; sliced evaluation;
 scan == unrolled loop; remat; bf16; conditioning variants; real-size shapes and parameter counts."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -136,25 +138,25 @@ def test_other_conditionings(conditioning):
         assert params[name]["MLP_0"]["dense_mlp_0"]["kernel"].shape[0] == 2
 
 
-REAL = {  # name: (model config, num_slots, resolution, trainable params = original minus its fixed grids)
-    "statm_small": (build.default_model_config, 11, 64, 961_572 - 8_320),
-    "statm_pp": (build.pp_model_config, 11, 128, 23_264_389 - 640),
-    "savi_small": (lambda: _savi(build.default_model_config()), 24, 64, 895_268 - 8_320),
-    "savi_pp": (lambda: _savi(build.pp_model_config()), 24, 128, 23_132_165 - 640),
+REAL = {  # config file: (trainable params = the original's count minus its fixed coordinate grids, resolution)
+    "movi_a_statm_savi_small": (961_572 - 8_320, 64),
+    "movi_a_savi_small": (895_268 - 8_320, 64),
+    "movi_e_statm_savi_pp": (23_264_389 - 640, 128),
+    "movi_e_savi_pp": (23_132_165 - 640, 128),
 }
 
 
-def _savi(m):
-    m.recurrence.predictor = "transformer"
-    return m
+def load_config(name):
+    return importlib.import_module(f"configs.{name}").get_config()
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_sizes_shapes_and_parameter_counts(name):
-    make, num_slots, res, count = REAL[name]
-    cfg = make()
-    model = build.build_model(cfg, num_slots)
-    k = num_slots - 1
+    count, res = REAL[name]
+    config = load_config(name)
+    cfg, num_slots, k = config.model, config.num_slots, config.max_instances
+    assert config.data.resolution == res
+    model = build.build_model(cfg, num_slots, config.conditioning_key)
     params = jax.eval_shape(lambda: build.init_params(model, 1, 6, res, k))
     assert build.count_params(params) == count
     for frames in (6, 24):  # train clip, eval clip
@@ -169,8 +171,7 @@ def test_real_sizes_shapes_and_parameter_counts(name):
 
 
 def test_real_small_model_train_step_compiles():
-    cfg = build.default_model_config()
-    model = build.build_model(cfg, 11)
+    model = build.build_model(load_config("movi_a_statm_savi_small").model, 11)
     params = jax.eval_shape(lambda: build.init_params(model, 1, 6, 64, 10))
     video = jax.ShapeDtypeStruct((1, 6, 64, 64, 3), jnp.float32)
     boxes = jax.ShapeDtypeStruct((1, 6, 10, 4), jnp.float32)

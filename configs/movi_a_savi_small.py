@@ -1,0 +1,24 @@
+"""SAVi-S baseline on MOVi-A: the small architecture with SAVi's transformer predictor, K=23 (24 slots), batch 64
+(savi_conditional_small.py).
+
+    python -m data.preview --config configs/movi_a_savi_small.py --config.data.data_dir=$DATA/movi_a_128 \
+        --split validation --num_examples 4 --out /tmp/preview.npz
+"""
+
+import ml_collections
+
+from configs.common import data_config, model_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+    config.max_instances = 23
+    config.num_slots = config.get_ref("max_instances") + 1
+    config.conditioning_key = "boxes"
+    config.batch_size = 64
+    config.eval_batch_size = 64
+    config.eval_slice_size = 6
+    config.data = data_config("", resolution=64)
+    config.model = model_config("small", "transformer")
+    return config

@@ -1,0 +1,25 @@
+"""SAVi++ baseline on MOVi-E: the ++ architecture with SAVi's transformer predictor, K=23, batch 64
+(savi++_conditional.py).
+
+    python -m data.preview --config configs/movi_e_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
+        --split validation --num_examples 4 --out /tmp/preview.npz
+"""
+
+import ml_collections
+
+from configs.common import data_config, model_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+    config.max_instances = 23
+    config.num_slots = config.get_ref("max_instances") + 1
+    config.conditioning_key = "boxes"
+    config.batch_size = 64
+    config.eval_batch_size = 64
+    config.eval_slice_size = 6
+    config.data = data_config("", resolution=128, depth_transform="log_plus", train_crop="random_resized_crop")
+    config.model = model_config("pp", "transformer")
+    config.model.remat = True
+    return config
