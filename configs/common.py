@@ -58,3 +58,18 @@ def model_config(size: str = "small", predictor: str = "statm") -> ml_collection
         "remat": False,  # rematerialise the scanned step (memory at batch 64)
         "time_loop": "scan",  # "python" unrolls the same step (benchmarks only)
     })
+
+
+def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_000) -> ml_collections.ConfigDict:
+    """The original's optimisation settings, under its key names."""
+    config.num_train_steps = num_train_steps
+    config.learning_rate = 2e-4
+    config.warmup_steps = 2_500
+    config.max_grad_norm = 0.05
+    config.grad_accum_steps = 1  # micro-batches per step: the same result with less memory per device
+    config.log_loss_every_steps = 50
+    config.eval_every_steps = 1_000
+    config.checkpoint_every_steps = 5_000
+    config.eval_at_start = False  # evaluate the untrained model first (the demo's step-0 row)
+    config.init_from = ""  # Orbax params from `python -m model.seed_import convert` to start from
+    return config

@@ -1,15 +1,17 @@
-"""Demo: synthetic MOVi-A-like data, sized for a 2-core CPU.
+"""Demo: STATM-SAVi on synthetic MOVi-A-like data, shrunk to train in minutes on a 2-core CPU.
 
     make demo
     # which runs:
     python -m data.synthetic --out_dir demo_data --num_train 256 --num_validation 32 --resolution 64 --skip_existing
-    python -m data.smoke --config configs/demo.py --config.data.data_dir=$PWD/demo_data \
-        --workdir workdirs/demo
+    python -m trainer.main --config configs/demo.py --config.data.data_dir=$PWD/demo_data --workdir workdirs/demo
+
+Same code paths as the real configs: the small architecture at 32x32 with narrower layers, K=10 (11 slots),
+6-frame training clips, evaluation on all 24 frames, the original's loss and optimiser with a short warmup.
 """
 
 import ml_collections
 
-from configs.common import data_config
+from configs.common import add_training, data_config, model_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -17,7 +19,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 42
     config.max_instances = 10
     config.num_slots = config.get_ref("max_instances") + 1
+    config.conditioning_key = "boxes"
     config.batch_size = 8
     config.eval_batch_size = 8
-    config.data = data_config("demo_data", resolution=64)
+    config.eval_slice_size = 0  # one buffer over all 24 evaluation frames
+    config.data = data_config("demo_data", resolution=32)  # resize_small(32) of the 64x64 demo videos
+    m = model_config("small", "statm")
+    m.slot_size = 64
+    m.init_hidden_size = 128
+    m.encoder.update(cnn_features=[32, 32, 32], cnn_strides=[1, 1, 1], pos_mlp_hidden=64)
+    m.recurrence.update(corrector_qkv=64, predictor_qkv=64, predictor_mlp=128)
+    m.decoder.update(features=[32, 32], strides=[2, 2], transpose=[True, True])  # 8x8 -> 32x32
+    config.model = m
+    add_training(config, num_train_steps=300)
+    config.learning_rate = 1e-3
+    config.warmup_steps = 30
+    config.log_loss_every_steps = 10
+    config.eval_every_steps = 300
+    config.checkpoint_every_steps = 100
+    config.eval_at_start = True
     return config

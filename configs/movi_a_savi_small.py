@@ -7,7 +7,7 @@
 
 import ml_collections
 
-from configs.common import data_config, model_config
+from configs.common import add_training, data_config, model_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -21,4 +21,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_slice_size = 6
     config.data = data_config("", resolution=64)
     config.model = model_config("small", "transformer")
-    return config
+    return add_training(config)

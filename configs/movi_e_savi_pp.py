@@ -7,7 +7,7 @@
 
 import ml_collections
 
-from configs.common import data_config, model_config
+from configs.common import add_training, data_config, model_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -22,4 +22,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = data_config("", resolution=128, depth_transform="log_plus", train_crop="random_resized_crop")
     config.model = model_config("pp", "transformer")
     config.model.remat = True
-    return config
+    return add_training(config)

@@ -7,7 +7,7 @@ iteration, eval slice 24 (the original's statm_savi_conditional.py at HEAD 297a8
 
 import ml_collections
 
-from configs.common import data_config, model_config
+from configs.common import add_training, data_config, model_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -22,4 +22,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = data_config("", resolution=128, depth_transform="log_plus", train_crop="random_resized_crop")
     config.model = model_config("pp", "statm")
     config.model.remat = True  # batch 64 at 128x128: the broadcast decoder's activations dominate memory
-    return config
+    return add_training(config)

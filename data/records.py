@@ -120,6 +120,9 @@ class LazyRecord:
             raise self._error(f"record schema version {header.get('schema_version')}, "
                               f"this code reads version {SCHEMA_VERSION}")
         self.fields: dict[str, Any] = header.get("fields", {})
+        if not isinstance(self.fields, dict) or not all(
+                isinstance(f, dict) and {"dtype", "shape", "chunks", "codec"} <= set(f) for f in self.fields.values()):
+            raise self._error("malformed header (fields)")
         missing = sorted(set(FIELDS) - set(self.fields))
         if missing:
             raise self._error(f"missing fields {missing}")

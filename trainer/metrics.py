@@ -1,0 +1,92 @@
+"""Segmentation metrics: ARI and FG-ARI exactly as SAVi/STATM define them, and a conditional mIoU.
+
+All metrics are per video over all its frames jointly (frame 0, the conditioning frame, included), and
+pixels with padding_mask == 0 are ignored. Dataset scores are means over real (mask=True) videos.
+
+mIoU (absent from the original code; our definition, also in the README): slot k is paired with ground-truth
+object k (slot 0 is the background slot, conditioned on the zero box; slot k on object k's first-frame box;
+segmentation id k = object k). For every object present in a video (at least one valid pixel in any frame),
+IoU_k = sum_t |P_k,t ∩ G_k,t| / sum_t |P_k,t ∪ G_k,t|, one IoU per object over the whole video, frames where
+the object is absent included (a slot that paints pixels there is penalised). A video's mIoU is the mean over
+its present objects; videos without objects are left out; the dataset mIoU is the mean over videos.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def adjusted_rand_index(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_true: int, num_pred: int,
+                        padding_mask: jnp.ndarray | None = None, ignore_background: bool = False) -> jnp.ndarray:
+    """(B, T, H, W) integer ids -> (B,) ARI. true ids outside [0, num_true) vanish (one-hot of zeros).
+
+    With ignore_background (FG-ARI), ground-truth background pixels are dropped; the background *slot*
+    still counts as a predicted cluster. If the denominator is 0 (both assign everything to one cluster,
+    or every cluster has at most one point) the score is 1.
+    """
+    true_oh = jax.nn.one_hot(true_ids, num_true, dtype=jnp.float32)
+    pred_oh = jax.nn.one_hot(pred_ids, num_pred, dtype=jnp.float32)
+    if padding_mask is not None:
+        true_oh = true_oh * padding_mask[..., None].astype(jnp.float32)
+    if ignore_background:
+        true_oh = true_oh[..., 1:]
+    n = jnp.einsum("bthwc,bthwk->bck", true_oh, pred_oh)
+    a, b = jnp.sum(n, axis=-1), jnp.sum(n, axis=-2)
+    num_points = jnp.sum(a, axis=1)
+    rindex = jnp.sum(n * (n - 1), axis=(1, 2))
+    aindex = jnp.sum(a * (a - 1), axis=1)
+    bindex = jnp.sum(b * (b - 1), axis=1)
+    expected = aindex * bindex / jnp.clip(num_points * (num_points - 1), 1)
+    denominator = (aindex + bindex) / 2 - expected
+    return jnp.where(denominator != 0, (rindex - expected) / jnp.where(denominator != 0, denominator, 1), 1.0)
+
+
+def conditional_miou(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_objects: int,
+                     padding_mask: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(B, T, H, W) ids -> (per-video mIoU (B,), has_objects (B,) bool). Object k <-> slot k, k = 1..K."""
+    valid = jnp.ones_like(true_ids, bool) if padding_mask is None else padding_mask.astype(bool)
+    k = jnp.arange(1, num_objects + 1)
+    g = (true_ids[..., None] == k) & valid[..., None]  # (B, T, H, W, K)
+    p = (pred_ids[..., None] == k) & valid[..., None]
+    inter = jnp.sum(g & p, axis=(1, 2, 3)).astype(jnp.float32)
+    union = jnp.sum(g | p, axis=(1, 2, 3)).astype(jnp.float32)
+    present = jnp.any(g, axis=(1, 2, 3))  # (B, K)
+    iou = jnp.where(present, inter / jnp.maximum(union, 1), 0.0)
+    count = jnp.sum(present, axis=1)
+    return jnp.sum(iou, axis=1) / jnp.maximum(count, 1), count > 0
+
+
+def video_metrics(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_slots: int, max_instances: int,
+                  padding_mask: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+    """Per-video ARI, FG-ARI, mIoU (+ which videos have objects), for (B, T, H, W) ids."""
+    miou, has_objects = conditional_miou(true_ids, pred_ids, max_instances, padding_mask)
+    return {
+        "ari": adjusted_rand_index(true_ids, pred_ids, max_instances + 1, num_slots, padding_mask),
+        "fg_ari": adjusted_rand_index(true_ids, pred_ids, max_instances + 1, num_slots, padding_mask,
+                                      ignore_background=True),
+        "miou": miou,
+        "has_objects": has_objects,
+    }
+
+
+class MeanOverVideos:
+    """Accumulates per-video metrics over eval batches, skipping padded examples (mask False) and, for mIoU,
+    videos without objects. Host-side: feed it numpy arrays."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, per_video: dict, mask) -> None:
+        import numpy as np
+
+        mask = np.asarray(mask, bool)
+        for name in ("ari", "fg_ari", "miou"):
+            keep = mask & np.asarray(per_video["has_objects"], bool) if name == "miou" else mask
+            self.sums[name] = self.sums.get(name, 0.0) + float(np.asarray(per_video[name], np.float64)[keep].sum())
+            self.counts[name] = self.counts.get(name, 0) + int(keep.sum())
+
+    def result(self) -> dict[str, float]:
+        return {name: self.sums[name] / max(self.counts[name], 1) for name in self.sums} | {
+            "num_videos": self.counts.get("ari", 0)}
