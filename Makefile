@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(PY) -m data.synthetic --out_dir $(DEMO_DATA) $(DEMO_SYNTH_ARGS) --skip_existing
-	$(PY) -m data.smoke --config configs/demo.py --config.data.data_dir=$(DEMO_DATA) --workdir $(DEMO_WORKDIR)
+	rm -rf $(DEMO_WORKDIR)  # a fresh run each time (the trainer itself resumes from an existing workdir)
+	$(PY) -m trainer.main --config configs/demo.py --config.data.data_dir=$(DEMO_DATA) --workdir $(DEMO_WORKDIR)
 
 test: install
 	$(PY) -m ruff check .

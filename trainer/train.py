@@ -93,22 +93,43 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     eval_step = steps.jit_eval_step(model, config.num_slots, config.max_instances, config.eval_slice_size,
                                     replicated, batch_sharding)
 
-    def run_eval(step: int) -> dict[str, float]:
-        start = time.perf_counter()
-        result = evaluate.evaluate(state.params, eval_step, eval_src, spec, batch_size=config.eval_batch_size,
-                                   mesh=mesh, num_slots=config.num_slots, max_instances=config.max_instances,
-                                   writer=writer, picture_dir=os.path.join(workdir, "pictures"), step=step,
-                                   is_primary=is_primary)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-        if is_primary:
-            print(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
-        progress.pause(time.perf_counter() - start)
-        return result
+    run_eval = Evaluator(eval_step, eval_src, spec, config, mesh, writer, workdir, is_primary)
 
     # ------------------------------------------------------------------------ Loop
+    try:
+        return _loop(config, state, train_it, train_step, run_eval, ckpts, writer, fingerprint, is_primary, mesh)
+    finally:  # also on errors: finish pending async saves, stop data threads, flush logs
+        ckpts.close()
+        train_it.close()
+        writer.flush()
+
+
+class Evaluator:
+    """One evaluation pass at a given step: logs scalars and pictures, pauses the progress clock."""
+
+    def __init__(self, eval_step, eval_src, spec, config, mesh, writer, workdir: str, is_primary: bool):
+        self.eval_step, self.eval_src, self.spec, self.config = eval_step, eval_src, spec, config
+        self.mesh, self.writer, self.workdir, self.is_primary = mesh, writer, workdir, is_primary
+
+    def __call__(self, params, step: int, progress: writers.Progress | None = None) -> dict[str, float]:
+        start = time.perf_counter()
+        c = self.config
+        result = evaluate.evaluate(params, self.eval_step, self.eval_src, self.spec, batch_size=c.eval_batch_size,
+                                   mesh=self.mesh, num_slots=c.num_slots, max_instances=c.max_instances,
+                                   writer=self.writer, picture_dir=os.path.join(self.workdir, "pictures"), step=step,
+                                   is_primary=self.is_primary)
+        self.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+        if self.is_primary:
+            print(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
+        if progress is not None:
+            progress.pause(time.perf_counter() - start)
+        return result
+
+
+def _loop(config, state, train_it, train_step, run_eval, ckpts, writer, fingerprint, is_primary, mesh):
     step = int(state.step)
     progress = writers.Progress(config.num_train_steps, step, config.batch_size)
-    initial = run_eval(0) if step == 0 and config.eval_at_start else None
+    initial = run_eval(state.params, 0, progress) if step == 0 and config.eval_at_start else None
     final = None
     meta = {"data_fingerprint": fingerprint, "config": json.loads(config.to_json())}
     while step < config.num_train_steps:
@@ -133,14 +154,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         ckpts.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * config.batch_size})
         progress.pause(time.perf_counter() - start)
         if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-            final = run_eval(step)
-
+            final = run_eval(state.params, step, progress)
     # ------------------------------------------------------------------------ End
     ckpts.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * config.batch_size}, force=True)
-    ckpts.close()
-    writer.flush()
     if final is None:
-        final = run_eval(step)
+        final = run_eval(state.params, step, progress)
     return {"initial": initial, "final": final, "step": step}
 
 
