@@ -1,6 +1,8 @@
 """SAVi-S baseline on MOVi-A: the small architecture with SAVi's transformer predictor, K=23 (24 slots), batch 64
 (savi_conditional_small.py).
 
+    python -m trainer.main --config configs/movi_a_savi_small.py --config.data.data_dir=$DATA/movi_a_128 \
+        --workdir $RUNS/savi_small_movi_a_bs64
     python -m data.preview --config configs/movi_a_savi_small.py --config.data.data_dir=$DATA/movi_a_128 \
         --split validation --num_examples 4 --out /tmp/preview.npz
 """

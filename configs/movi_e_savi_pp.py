@@ -1,6 +1,8 @@
 """SAVi++ baseline on MOVi-E: the ++ architecture with SAVi's transformer predictor, K=23, batch 64
 (savi++_conditional.py).
 
+    python -m trainer.main --config configs/movi_e_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
+        --workdir $RUNS/savi_pp_movi_e_bs64
     python -m data.preview --config configs/movi_e_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
         --split validation --num_examples 4 --out /tmp/preview.npz
 """

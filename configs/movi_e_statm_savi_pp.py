@@ -1,6 +1,8 @@
 """STATM-SAVi++ on MOVi-E: 128x128, K=23 (24 slots), batch 64, random resized crop, log depth, one slot-attention
 iteration, eval slice 24 (the original's statm_savi_conditional.py at HEAD 297a86cf).
 
+    python -m trainer.main --config configs/movi_e_statm_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
+        --workdir $RUNS/statm_pp_movi_e_bs64
     python -m data.preview --config configs/movi_e_statm_savi_pp.py \
         --config.data.data_dir=$DATA/movi_e_128 --split validation --num_examples 4 --out /tmp/preview.npz
 """
