@@ -79,22 +79,17 @@ def _encoded_records(task: ShardTask, skip_corrupt: bool, skipped: list[dict[str
 def convert_shard(task: ShardTask, out_dir: str, writer_options: str, skip_corrupt: bool) -> dict[str, Any]:
     """Converts one shard (atomically). Returns its manifest."""
     skipped: list[dict[str, Any]] = []
-    first_shape: dict[str, Any] = {}
+    # Filled while streaming; write_shard merges it into the manifest after the last record.
+    extra: dict[str, Any] = {"source": task.src, "skipped": skipped}
 
     def tracked():
         for name, k, payload in _encoded_records(task, skip_corrupt, skipped):
-            if not first_shape:
+            if "resolution" not in extra:
                 shape = records.LazyRecord(payload).fields["video"]["shape"]
-                first_shape.update(resolution=shape[1:3], num_frames=shape[0])
+                extra.update(resolution=shape[1:3], num_frames=shape[0])
             yield name, k, payload
 
-    manifest = record_io.write_shard(
-        os.path.join(out_dir, task.out), tracked(), writer_options,
-        extra={"source": task.src, "skipped": skipped})
-    if first_shape:  # rewrite with the shapes now known (the manifest's existence still marks completion)
-        manifest.update(first_shape)
-        record_io._write_json_atomic(os.path.join(out_dir, task.out) + ".json", manifest)
-    return manifest
+    return record_io.write_shard(os.path.join(out_dir, task.out), tracked(), writer_options, extra=extra)
 
 
 def _run(args_tuple):
@@ -153,7 +148,7 @@ def _finalize(out_dir, tasks, tfds_dir, dataset, tfds_info, log) -> dict[str, An
     splits: dict[str, list[str]] = {}
     for t in tasks:
         splits.setdefault(t.split, []).append(t.out)
-    manifests = [record_io._read_json(os.path.join(out_dir, t.out) + ".json") for t in tasks]
+    manifests = [record_io.read_json(os.path.join(out_dir, t.out) + ".json") for t in tasks]
     shaped = [m for m in manifests if "resolution" in m]
     meta = {
         "source": {"tfds_dir": os.path.abspath(tfds_dir), "dataset": dataset, "name": tfds_info.get("name"),

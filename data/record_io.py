@@ -77,7 +77,7 @@ def write_dataset_info(data_dir: str, splits: dict[str, list[str]], meta: dict[s
     info: dict[str, Any] = {"format": FORMAT_NAME, "schema_version": records.SCHEMA_VERSION, **meta, "splits": {}}
     max_instances = 0
     for split, files in splits.items():
-        manifests = [_read_json(os.path.join(data_dir, f) + ".json") for f in files]
+        manifests = [read_json(os.path.join(data_dir, f) + ".json") for f in files]
         info["splits"][split] = {"num_records": sum(m["num_records"] for m in manifests), "files": list(files)}
         max_instances = max([max_instances] + [m["max_instances"] for m in manifests])
     info["max_instances"] = max_instances
@@ -85,7 +85,7 @@ def write_dataset_info(data_dir: str, splits: dict[str, list[str]], meta: dict[s
     return info
 
 
-def _read_json(path: str) -> Any:
+def read_json(path: str) -> Any:
     with open(path) as f:
         return json.load(f)
 
@@ -101,7 +101,7 @@ def read_dataset_info(data_dir: str) -> dict[str, Any]:
         raise _info_error(data_dir, f"no {INFO_FILE}: not a converted dataset, or its conversion has not finished",
                           make)
     try:
-        info = _read_json(path)
+        info = read_json(path)
     except json.JSONDecodeError as e:
         raise _info_error(path, f"unreadable JSON ({e})", make) from None
     if info.get("format") != FORMAT_NAME or info.get("schema_version") != records.SCHEMA_VERSION:

@@ -94,10 +94,14 @@ def load_reference(path: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
 
 
 def model_for(seed_config: dict, max_instances: int, frames: int, resolution: int, batch: int):
-    mcfg, num_slots, conditioning = build.from_original(seed_config)
-    model = build.build_model(mcfg, num_slots, conditioning)
+    """(our model, its flat {path: shape}) for the original's config."""
+    model = build.build_model(*build.from_original(seed_config))
+    return model, expected_tree(model, max_instances, frames, resolution, batch)
+
+
+def expected_tree(model, max_instances: int, frames: int, resolution: int, batch: int) -> dict[str, tuple]:
     shapes = jax.eval_shape(lambda: build.init_params(model, batch, frames, resolution, max_instances))
-    return model, {p: tuple(s.shape) for p, s in flatten(shapes).items()}
+    return {p: tuple(s.shape) for p, s in flatten(shapes).items()}
 
 
 def segmentation_agreement(ours_alphas, ref_alphas, ours_seg, ref_seg, boxes, margin: float = 1e-3):
@@ -173,8 +177,8 @@ def convert(checkpoint: str, seed_config: dict, out_dir: str, max_instances: int
     """Writes an Orbax checkpoint of our params (+ the model config as JSON) that the trainer can load."""
     import orbax.checkpoint as ocp
 
-    model_cfg, num_slots, conditioning = build.from_original(seed_config)
-    model, expected = model_for(seed_config, max_instances, 2, 64, 1)
+    model_cfg, num_slots, conditioning_key = build.from_original(seed_config)
+    expected = expected_tree(build.build_model(model_cfg, num_slots, conditioning_key), max_instances, 2, 64, 1)
     # The expected tree does not depend on resolution or T for these architectures (only the dropped grids do).
     name = seed_config.get("model", {}).get("module", "the original config")
     params = convert_tree(read_original_checkpoint(checkpoint), expected, name)
@@ -182,8 +186,8 @@ def convert(checkpoint: str, seed_config: dict, out_dir: str, max_instances: int
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(out_dir, "params"), params)
     with open(os.path.join(out_dir, "model_config.json"), "w") as f:
-        json.dump({"model": model_cfg.to_dict(), "num_slots": num_slots, "conditioning_key":
-                   {v: k for k, v in build.CONDITIONING.items()}[model.initializer.kind]}, f, indent=1)
+        json.dump({"model": model_cfg.to_dict(), "num_slots": num_slots, "conditioning_key": conditioning_key},
+                  f, indent=1)
     log(f"wrote {build.count_params(params):,} parameters to {out_dir}/params (Orbax) and model_config.json")
     return out_dir
 

@@ -37,6 +37,16 @@ def check_workdir(workdir: str) -> str:
     return workdir
 
 
+def model_and_state_shapes(config, spec: pipeline.PreprocessSpec, mesh):
+    """(model, optimizer, params init function, abstract train state with replicated shardings)."""
+    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
+    optimizer = state_lib.make_optimizer(config.learning_rate, config.warmup_steps, config.num_train_steps,
+                                         config.max_grad_norm)
+    init_fn = lambda: build.init_params(model, 1, spec.train_frames, spec.resolution, spec.max_instances,  # noqa: E731
+                                        config.seed)
+    return model, optimizer, init_fn, state_lib.abstract_train_state(init_fn, optimizer, mesh_lib.replicated(mesh))
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Trains config.num_train_steps steps (resuming from WORKDIR/checkpoints), evaluating periodically.
     Returns {"initial": metrics at step 0 or None, "final": the last evaluation}."""
@@ -60,14 +70,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     fingerprint = pipeline.data_fingerprint(train_src, spec, config.seed)
 
     # ------------------------------------------------------------------------ Model and state
-    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
+    model, optimizer, init_fn, abstract = model_and_state_shapes(config, spec, mesh)
     schedule = state_lib.learning_rate_schedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
-    optimizer = state_lib.make_optimizer(config.learning_rate, config.warmup_steps, config.num_train_steps,
-                                         config.max_grad_norm)
-    init_fn = lambda: build.init_params(model, 1, spec.train_frames, spec.resolution, spec.max_instances,  # noqa: E731
-                                        config.seed)
     replicated = mesh_lib.replicated(mesh)
-    abstract = state_lib.abstract_train_state(init_fn, optimizer, replicated)
     ckpts = checkpoint.Checkpoints(workdir, config.checkpoint_every_steps)
     latest = ckpts.latest_step()
     if latest is not None:
@@ -168,17 +173,14 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> dict[s
     mesh = mesh_lib.make_mesh()
     spec = pipeline.spec_from_config(config)
     eval_src = pipeline.open_split(config.data.data_dir, config.data.eval_split, spec.max_instances)
-    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
-    optimizer = state_lib.make_optimizer(config.learning_rate, config.warmup_steps, config.num_train_steps,
-                                         config.max_grad_norm)
-    init_fn = lambda: build.init_params(model, 1, spec.train_frames, spec.resolution, spec.max_instances)  # noqa: E731
+    model, _, _, abstract = model_and_state_shapes(config, spec, mesh)
     replicated = mesh_lib.replicated(mesh)
     ckpts = checkpoint.Checkpoints(workdir, config.checkpoint_every_steps)
     step = ckpts.latest_step() if step is None else step
     if step is None or step not in ckpts.manager.all_steps():
         raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in {ckpts.directory} "
                                 f"(available: {ckpts.manager.all_steps()})")
-    state, _, _ = ckpts.restore(step, state_lib.abstract_train_state(init_fn, optimizer, replicated))
+    state, _, _ = ckpts.restore(step, abstract)
     eval_step = steps.jit_eval_step(model, config.num_slots, config.max_instances, config.eval_slice_size,
                                     replicated, mesh_lib.batch_sharding(mesh))
     result = evaluate.evaluate(state.params, eval_step, eval_src, spec, batch_size=config.eval_batch_size, mesh=mesh,
