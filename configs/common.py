@@ -34,7 +34,7 @@ def model_config(size: str = "small", predictor: str = "statm") -> ml_collection
         "init_hidden_size": 256,  # slot initialiser MLP
         "encoder": {
             "backbone": "resnet34" if pp else "cnn",  # "cnn" | "resnet34" (GroupNorm, small-input stem)
-            "cnn_features": [32, 32, 32, 32], "cnn_kernel_size": 5, "cnn_strides": [1, 1, 1, 1],
+            "cnn_features": (32, 32, 32, 32), "cnn_kernel_size": 5, "cnn_strides": (1, 1, 1, 1),
             "pos_mlp_hidden": 64,  # MLP after the position embedding (no residual)
             "transformer_layers": 4 if pp else 0, "transformer_heads": 4, "transformer_qkv": 64,
             "transformer_mlp": 1024,
@@ -49,9 +49,9 @@ def model_config(size: str = "small", predictor: str = "statm") -> ml_collection
         },
         "decoder": {
             "targets": {"flow": 3, "depth": 1} if pp else {"flow": 3},
-            "resolution": 8, "features": [64, 64, 64, 64], "kernel_size": 5,
-            "strides": [2, 2, 2, 2] if pp else [2, 2, 2, 1],
-            "transpose": [True, True, True, True] if pp else [True, True, True, False],
+            "resolution": 8, "features": (64, 64, 64, 64), "kernel_size": 5,
+            "strides": (2, 2, 2, 2) if pp else (2, 2, 2, 1),
+            "transpose": (True, True, True, True) if pp else (True, True, True, False),
             "early_fusion": pp,
         },
         "dtype": "float32",  # compute dtype ("bfloat16" on GPUs); parameters stay float32
@@ -71,5 +71,6 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.eval_every_steps = 1_000
     config.checkpoint_every_steps = 5_000
     config.eval_at_start = False  # evaluate the untrained model first (the demo's step-0 row)
+    config.peak_flops = 0.0  # peak FLOP/s of one device for MFU; 0: from trainer/mfu.py's GPU table
     config.init_from = ""  # Orbax params from `python -m model.seed_import convert` to start from
     return config

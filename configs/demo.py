@@ -27,10 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
     m = model_config("small", "statm")
     m.slot_size = 64
     m.init_hidden_size = 128
-    m.encoder.update(cnn_features=[32, 32, 32], cnn_kernel_size=3, cnn_strides=[1, 1, 1], pos_mlp_hidden=64)
+    m.encoder.update(cnn_features=(32, 32, 32), cnn_kernel_size=3, cnn_strides=(1, 1, 1), pos_mlp_hidden=64)
     m.recurrence.update(corrector_qkv=64, predictor_qkv=64, predictor_mlp=128)
     # The per-slot broadcast decoder dominates the cost: 3x3 kernels, 16 channels, 8x8 -> 16x16 -> 32x32.
-    m.decoder.update(features=[16, 16], kernel_size=3, strides=[2, 2], transpose=[True, True])
+    m.decoder.update(features=(16, 16), kernel_size=3, strides=(2, 2), transpose=(True, True))
     config.model = m
     add_training(config, num_train_steps=300)
     config.learning_rate = 1e-3

@@ -14,9 +14,9 @@ def tiny_config(**recurrence):
     m = model_config("small")
     m.slot_size = 32
     m.init_hidden_size = 32
-    m.encoder.update(cnn_features=[16, 16], cnn_kernel_size=3, cnn_strides=[2, 1], pos_mlp_hidden=16)
+    m.encoder.update(cnn_features=(16, 16), cnn_kernel_size=3, cnn_strides=(2, 1), pos_mlp_hidden=16)
     m.recurrence.update(corrector_qkv=32, predictor_heads=4, predictor_qkv=32, predictor_mlp=64, **recurrence)
-    m.decoder.update(features=[16, 16], kernel_size=3, strides=[2, 1], transpose=[True, False])
+    m.decoder.update(features=(16, 16), kernel_size=3, strides=(2, 1), transpose=(True, False))
     return m
 
 

@@ -68,3 +68,23 @@ def test_train_pipeline_fused_and_numpy_agree(converted_sample):
         assert type(fast) is type(slow)  # same decode/window/sparse-to-dense front
     batch = next(pipeline.train_iterator(pipeline.train_dataset(src, pipeline.PreprocessSpec(**spec), 0), 2))
     assert batch["video"].shape == (2, 6, 128, 128, 3) and batch["flow"].dtype == np.float32
+
+
+def test_vectorised_log_plus_within_two_ulp_of_numpy():
+    rng = np.random.default_rng(2)
+    depth = np.concatenate([rng.uniform(0, 1, 5000), rng.uniform(0, 100, 5000), rng.uniform(0, 1e6, 2000),
+                            [0.0, 0.41421356, 1.0, 3.0, 1e-8]]).astype(np.float32).reshape(1, -1, 1)
+    out = depth.copy()
+    fused._log_plus(out, np.empty(out.shape, np.int32))
+    ref = np.log(np.float32(1.0) + depth)
+    ulp = np.abs(out.view(np.int32).astype(np.int64) - ref.view(np.int32).astype(np.int64))
+    assert ulp.max() <= 2, (ulp.max(), depth.ravel()[ulp.ravel().argmax()])
+
+
+def test_log_plus_falls_back_outside_positive_normals():
+    depth = np.array([[[-1.0], [2.0], [np.nan]]], np.float32)
+    out = depth.copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fused._log_plus(out, np.empty(out.shape, np.int32))
+        ref = np.log(np.float32(1.0) + depth)
+    np.testing.assert_array_equal(out, ref)

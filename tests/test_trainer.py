@@ -37,10 +37,15 @@ def final_params(workdir, step):
 
 @pytest.mark.slow
 def test_one_and_four_devices_give_the_same_losses(tiny_synthetic, tmp_path):
-    one = train(tiny_synthetic, tmp_path / "one", "--config.num_train_steps=3")
+    # A peak of 1 TFLOP/s stands in for a GPU's, so that the MFU path runs (CPUs are not in the peak table).
+    one = train(tiny_synthetic, tmp_path / "one", "--config.num_train_steps=3", "--config.peak_flops=1e12")
     assert one.returncode == 0, one.stderr[-3000:]
     four = train(tiny_synthetic, tmp_path / "four", "--config.num_train_steps=3", devices=4)
     assert four.returncode == 0, four.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    shares = [r["train/mfu"] / r["train/steps_per_sec"] for r in rows if "train/loss" in r]
+    assert len(shares) == 3 and shares[0] > 0 and shares == pytest.approx([shares[0]] * 3)  # FLOPs/step / peak
+    assert "| mfu " in one.stdout
     a, b = losses(tmp_path / "one"), losses(tmp_path / "four")
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:

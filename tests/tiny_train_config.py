@@ -12,9 +12,9 @@ def get_config():
     m = config.model
     m.slot_size = 16
     m.init_hidden_size = 16
-    m.encoder.update(cnn_features=[8, 8], cnn_kernel_size=3, cnn_strides=[1, 1], pos_mlp_hidden=8)
+    m.encoder.update(cnn_features=(8, 8), cnn_kernel_size=3, cnn_strides=(1, 1), pos_mlp_hidden=8)
     m.recurrence.update(corrector_qkv=16, predictor_qkv=16, predictor_mlp=16)
-    m.decoder.update(features=[8], kernel_size=3, strides=[2], transpose=[True])  # 8x8 -> 16x16
+    m.decoder.update(features=(8,), kernel_size=3, strides=(2,), transpose=(True,))  # 8x8 -> 16x16
     config.num_train_steps = 4
     config.warmup_steps = 10  # the schedule is then independent of num_train_steps over these steps
     config.log_loss_every_steps = 1

@@ -12,7 +12,7 @@ import jax
 
 from data import pipeline
 from model import build
-from trainer import checkpoint, evaluate, steps, writers
+from trainer import checkpoint, evaluate, mfu, steps, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 
@@ -99,10 +99,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                                     replicated, batch_sharding)
 
     run_eval = Evaluator(eval_step, eval_src, spec, config, mesh, writer, workdir, is_primary)
+    peak = config.peak_flops or mfu.peak_flops(jax.devices()[0].device_kind, config.model.dtype)
+    count_flops = None
+    if peak:  # MFU on GPUs in the table (or with config.peak_flops). XLA counts a scan body once, so count the
+        # same step with time unrolled and no accumulation micro-batches (the same FLOPs); only lowered, not run.
+        unrolled = steps.jit_train_step(model.clone(time_loop="python"), optimizer, targets, 1, schedule, replicated,
+                                        batch_sharding)
+        count_flops = lambda st, b: (mfu.per_device_step_flops(unrolled, st, b) or 0.0) / peak  # noqa: E731
 
     # ------------------------------------------------------------------------ Loop
     try:
-        return _loop(config, state, train_it, train_step, run_eval, ckpts, writer, fingerprint, is_primary, mesh)
+        return _loop(config, state, train_it, train_step, count_flops, run_eval, ckpts, writer, fingerprint,
+                     is_primary, mesh)
     finally:  # also on errors: finish pending async saves, stop data threads, flush logs
         ckpts.close()
         train_it.close()
@@ -131,17 +139,21 @@ class Evaluator:
         return result
 
 
-def _loop(config, state, train_it, train_step, run_eval, ckpts, writer, fingerprint, is_primary, mesh):
+def _loop(config, state, train_it, train_step, count_flops, run_eval, ckpts, writer, fingerprint, is_primary,
+          mesh):
     step = int(state.step)
     progress = writers.Progress(config.num_train_steps, step, config.batch_size)
     initial = run_eval(state.params, 0, progress) if step == 0 and config.eval_at_start else None
     final = None
     meta = {"data_fingerprint": fingerprint, "config": json.loads(config.to_json())}
+    flop_share = None  # FLOPs per step / peak FLOP/s of the devices: MFU = flop_share x steps/s
     while step < config.num_train_steps:
         wait = time.perf_counter()
         local = next(train_it)
         progress.data_wait(time.perf_counter() - wait)
         batch = mesh_lib.global_batch({k: v for k, v in local.items() if k in TRAIN_KEYS}, mesh)
+        if count_flops is not None and flop_share is None:  # once, before the step donates the state
+            flop_share = count_flops(state, batch)
         state, metrics = train_step(state, batch)
         step += 1
         if step % config.log_loss_every_steps == 0 or step == config.num_train_steps:
@@ -152,6 +164,8 @@ def _loop(config, state, train_it, train_step, run_eval, ckpts, writer, fingerpr
                                        "was saved. Lower learning_rate or check the data; reproduce with "
                                        "JAX_DEBUG_NANS=1.")
             scalars = {k: float(v) for k, v in metrics.items() if k != "finite"} | progress.measure(step)
+            if flop_share:  # GPUs in the peak table, or config.peak_flops set
+                scalars["mfu"] = flop_share * scalars["steps_per_sec"]
             writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
             if is_primary:
                 print(writers.progress_line(step, config.num_train_steps, scalars), flush=True)
