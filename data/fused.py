@@ -12,6 +12,7 @@ tested against SAVi's TensorFlow outputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import grain
@@ -182,14 +183,23 @@ def _flow_rgb(flow2, scaling, out):  # pragma: no cover
         o[3 * k + 2] = np.float32(np.int32(rgb2 * np.float32(255.5))) * np.float32(1.0 / 255.0)
 
 
+@functools.lru_cache(maxsize=1024)
+def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
+    """Bilinear taps and weights and nearest indices along one axis (read-only; crops repeat their sizes)."""
+    arrays = (*T._bilinear_axis(in_size, out_size), T._nearest_axis(in_size, out_size))
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def crop_resize_to_model(raw: T.Features, top: int, left: int, crop_h: int, crop_w: int, out_h: int, out_w: int,
                          log_depth: bool) -> T.Features:
     """Raw codes (after the window and SparseToDense) -> model inputs, as VideoFromRecord + crop + resize +
     TransformDepth + FlowToRGB would produce them."""
     h, w = raw["video"].shape[1:3]
-    ylo, yhi, yl = T._bilinear_axis(crop_h, out_h)
-    xlo, xhi, xl = T._bilinear_axis(crop_w, out_w)
-    ny, nx = T._nearest_axis(crop_h, out_h) + top, T._nearest_axis(crop_w, out_w) + left
+    ylo, yhi, yl, ny = _axis(crop_h, out_h)
+    xlo, xhi, xl, nx = _axis(crop_w, out_w)
+    ny, nx = ny + top, nx + left
     t = raw["video"].shape[0]
     out = {"video": np.empty((t, out_h, out_w, 3), F32), "depth": np.empty((t, out_h, out_w, 1), F32),
            "flow": np.empty((t, out_h, out_w, 3), F32), "segmentations": np.empty((t, out_h, out_w), np.int32)}

@@ -153,7 +153,9 @@ class SparseToDenseAnnotation(grain.transforms.Map):
         if boxes.shape[1] < self.max_instances:
             boxes = np.pad(boxes, ((0, 0), (0, self.max_instances - boxes.shape[1]), (0, 0)))
         seg = f["segmentations"]
-        return {**f, "boxes": boxes, "segmentations": np.where(seg <= self.max_instances, seg, 0).astype(seg.dtype)}
+        if seg.size and seg.max() > self.max_instances:  # the pass is only paid by videos with more than K objects
+            seg = np.where(seg <= self.max_instances, seg, 0).astype(seg.dtype)
+        return {**f, "boxes": boxes, "segmentations": seg}
 
 
 def _crop_or_pad_time(x: np.ndarray, start: int, length: int) -> np.ndarray:
