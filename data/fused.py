@@ -5,8 +5,8 @@ per 6-frame 128x128 clip. These kernels resize separably (each needed source row
 then rows are blended in contiguous loops), with the same float32 operations in the same order as
 data/transforms.py (TF's bilinear top/bottom/lerp, SAVi's dequantisation and flow_to_rgb). It is equal to the
 NumPy chain except where our atan2f/logf and NumPy's round differently in the last bits; tests/test_fused.py
-bounds that (log depth within 2 ulp; flow colours identical on >= 99.9% of pixels, otherwise one 1/255 step). Eval keeps the NumPy chain, which is
-tested against SAVi's TensorFlow outputs.
+bounds that (log depth within 2 ulp; flow colours identical on >= 99.9% of pixels, otherwise one 1/255
+step). Eval keeps the NumPy chain, which is tested against SAVi's TensorFlow outputs.
 """
 
 from __future__ import annotations
