@@ -1,6 +1,21 @@
-"""The data block every config shares (SAVi's MOVi defaults); configs override what differs."""
+"""The blocks every config shares (run keys, SAVi's MOVi data defaults, model, training)."""
 
 import ml_collections
+
+
+def run_config(max_instances: int, batch_size: int, eval_batch_size: int,
+               eval_slice_size: int) -> ml_collections.ConfigDict:
+    """The run-level keys every config starts from, under the original's names. num_slots follows
+    max_instances (K objects plus the background slot)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+    config.max_instances = max_instances
+    config.num_slots = config.get_ref("max_instances") + 1
+    config.conditioning_key = "boxes"  # "boxes" | "center_of_mass" | "none" (learned slots)
+    config.batch_size = batch_size
+    config.eval_batch_size = eval_batch_size
+    config.eval_slice_size = eval_slice_size  # 0: one buffer over all evaluation frames
+    return config
 
 
 def data_config(data_dir: str, resolution: int, depth_transform: str = "none",

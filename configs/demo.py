@@ -11,18 +11,12 @@ Same code paths as the real configs: the small architecture at 32x32 with narrow
 
 import ml_collections
 
-from configs.common import add_training, data_config, model_config
+from configs.common import add_training, data_config, model_config, run_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 42
-    config.max_instances = 10
-    config.num_slots = config.get_ref("max_instances") + 1
-    config.conditioning_key = "boxes"
-    config.batch_size = 8
-    config.eval_batch_size = 8
-    config.eval_slice_size = 0  # one buffer over all 24 evaluation frames
+    # eval_slice_size 0: one buffer over all 24 evaluation frames
+    config = run_config(max_instances=10, batch_size=8, eval_batch_size=8, eval_slice_size=0)
     config.data = data_config("demo_data", resolution=32)  # resize_small(32) of the 64x64 demo videos
     m = model_config("small", "statm")
     m.slot_size = 64

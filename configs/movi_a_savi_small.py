@@ -9,18 +9,11 @@
 
 import ml_collections
 
-from configs.common import add_training, data_config, model_config
+from configs.common import add_training, data_config, model_config, run_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 42
-    config.max_instances = 23
-    config.num_slots = config.get_ref("max_instances") + 1
-    config.conditioning_key = "boxes"
-    config.batch_size = 64
-    config.eval_batch_size = 64
-    config.eval_slice_size = 6
+    config = run_config(max_instances=23, batch_size=64, eval_batch_size=64, eval_slice_size=6)
     config.data = data_config("", resolution=64)
     config.model = model_config("small", "transformer")
     return add_training(config)

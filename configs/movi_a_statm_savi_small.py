@@ -9,18 +9,12 @@
 
 import ml_collections
 
-from configs.common import add_training, data_config, model_config
+from configs.common import add_training, data_config, model_config, run_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 42
-    config.max_instances = 10
-    config.num_slots = config.get_ref("max_instances") + 1
-    config.conditioning_key = "boxes"  # "boxes" | "center_of_mass" | "none" (learned slots)
-    config.batch_size = 64
-    config.eval_batch_size = 16
-    config.eval_slice_size = 6  # the original's training-time evaluation; the paper evaluates with 24
+    # eval_slice_size 6: the original's training-time evaluation; the paper evaluates with 24
+    config = run_config(max_instances=10, batch_size=64, eval_batch_size=16, eval_slice_size=6)
     config.data = data_config("", resolution=64)  # SAVi-S chains: resize_small(64), flow_to_rgb
     config.model = model_config("small", "statm")
     return add_training(config)

@@ -9,18 +9,11 @@ iteration, eval slice 24 (the original's statm_savi_conditional.py at HEAD 297a8
 
 import ml_collections
 
-from configs.common import add_training, data_config, model_config
+from configs.common import add_training, data_config, model_config, run_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.seed = 42
-    config.max_instances = 23
-    config.num_slots = config.get_ref("max_instances") + 1
-    config.conditioning_key = "boxes"
-    config.batch_size = 64
-    config.eval_batch_size = 2
-    config.eval_slice_size = 24
+    config = run_config(max_instances=23, batch_size=64, eval_batch_size=2, eval_slice_size=24)
     config.data = data_config("", resolution=128, depth_transform="log_plus", train_crop="random_resized_crop")
     config.model = model_config("pp", "statm")
     config.model.remat = True  # batch 64 at 128x128: the broadcast decoder's activations dominate memory
