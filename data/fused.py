@@ -118,20 +118,17 @@ def _log_plus(depth, mantissa):  # pragma: no cover
     bits, m_bits = x.view(np.int32), mantissa.reshape(-1)
     m_f = m_bits.view(np.float32)
     bad = 0
-    for k in range(x.size):
-        x[k] = np.float32(1.0) + x[k]
     for k in range(x.size):  # positive normal finite <=> bits in [0x00800000, 0x7F7FFFFF]
+        x[k] = np.float32(1.0) + x[k]
         bad |= np.uint32(bits[k]) - np.uint32(0x00800000) >= np.uint32(0x7F000000)
     if bad:
         for k in range(x.size):
             x[k] = math.log(x[k])
         return
-    for k in range(x.size):  # x = m * 2^e with m in [1, 2)
-        m = (bits[k] & 0x007FFFFF) | 0x3F800000
-        m_bits[k] = m - 0x00800000 if m > 0x3FB504F3 else m  # halved above sqrt(2): m in [sqrt(1/2), sqrt(2))
-    for k in range(x.size):
-        e = np.float32((bits[k] >> 23) - 127) + (np.float32(1.0) if (bits[k] & 0x007FFFFF) > 0x003504F3 else
-                                                 np.float32(0.0))
+    for k in range(x.size):  # x = m * 2^e, m halved above sqrt(2) so that m is in [sqrt(1/2), sqrt(2))
+        big = (bits[k] & 0x007FFFFF) > 0x003504F3
+        m_bits[k] = (bits[k] & 0x007FFFFF) | (0x3F000000 if big else 0x3F800000)
+        e = np.float32((bits[k] >> 23) - 127) + (np.float32(1.0) if big else np.float32(0.0))
         f = m_f[k] - np.float32(1.0)
         z = f * f
         y = np.float32(7.0376836292e-2) * f - np.float32(1.1514610310e-1)

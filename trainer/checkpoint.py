@@ -38,9 +38,6 @@ class Checkpoints:
             meta=ocp.args.JsonRestore()))
         return r["state"], r["data"], r["meta"]
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

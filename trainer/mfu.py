@@ -19,8 +19,7 @@ PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("h800 pcie", {"bfloat16": 756e12, "float32": 378e12}),
     ("h100", {"bfloat16": 989e12, "float32": 494e12}),  # SXM / HBM3
     ("h800", {"bfloat16": 989e12, "float32": 494e12}),  # SXM; H800 differs from H100 in NVLink, not FLOPs
-    ("h200", {"bfloat16": 989e12, "float32": 494e12}),
-    ("gh200", {"bfloat16": 989e12, "float32": 494e12}),
+    ("h200", {"bfloat16": 989e12, "float32": 494e12}),  # also matches GH200
     ("a100", {"bfloat16": 312e12, "float32": 156e12}),
     ("a800", {"bfloat16": 312e12, "float32": 156e12}),
 )
@@ -42,8 +41,6 @@ def lowered_flops(lowered: Any) -> float | None:
         analysis = lowered.cost_analysis()
     except Exception:  # not every backend implements it; MFU is then not reported
         return None
-    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
-        analysis = analysis[0] if analysis else None
     flops = (analysis or {}).get("flops")
     return float(flops) if flops and flops > 0 else None
 
