@@ -5,8 +5,10 @@ per 6-frame 128x128 clip. These kernels resize separably (each needed source row
 then rows are blended in contiguous loops), with the same float32 operations in the same order as
 data/transforms.py (TF's bilinear top/bottom/lerp, SAVi's dequantisation and flow_to_rgb). It is equal to the
 NumPy chain except where our atan2f/logf and NumPy's round differently in the last bits; tests/test_fused.py
-bounds that (log depth within 2 ulp; flow colours identical on >= 99.9% of pixels, otherwise one 1/255
-step). Eval keeps the NumPy chain, which is tested against SAVi's TensorFlow outputs.
+bounds that (log depth within 2 ulp; flow colour codes identical on >= 99.9% of pixels, otherwise off by one).
+Flow leaves as flow_to_rgb's uint8 codes (a quarter of the bytes); the train step divides by 255 on the
+device, which gives flow_to_rgb's float32 values exactly. Eval keeps the NumPy chain, which is tested
+against SAVi's TensorFlow outputs.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def _atan2(y, x):
 
 @numba.njit(**_JIT)
 def _flow_rgb(flow2, scaling, out):  # pragma: no cover
-    """SAVi's flow_to_rgb on planar (x = Δrow, y = Δcol) with TF's continuous hsv_to_rgb, uint8 round trip."""
+    """SAVi's flow_to_rgb on planar (x = Δrow, y = Δcol) with TF's continuous hsv_to_rgb -> its uint8 codes."""
     one, zero = np.float32(1.0), np.float32(0.0)
     fx, fy = flow2[0].reshape(-1), flow2[1].reshape(-1)
     o = out.reshape(-1)
@@ -175,9 +177,9 @@ def _flow_rgb(flow2, scaling, out):  # pragma: no cover
         rgb0 = s1 + sat * min(max(abs(dh - np.float32(3.0)) - one, zero), one)
         rgb1 = s1 + sat * min(max(np.float32(2.0) - abs(dh - np.float32(2.0)), zero), one)
         rgb2 = s1 + sat * min(max(np.float32(2.0) - abs(dh - np.float32(4.0)), zero), one)
-        o[3 * k] = np.float32(np.int32(rgb0 * np.float32(255.5))) * np.float32(1.0 / 255.0)
-        o[3 * k + 1] = np.float32(np.int32(rgb1 * np.float32(255.5))) * np.float32(1.0 / 255.0)
-        o[3 * k + 2] = np.float32(np.int32(rgb2 * np.float32(255.5))) * np.float32(1.0 / 255.0)
+        o[3 * k] = np.uint8(np.int32(rgb0 * np.float32(255.5)))
+        o[3 * k + 1] = np.uint8(np.int32(rgb1 * np.float32(255.5)))
+        o[3 * k + 2] = np.uint8(np.int32(rgb2 * np.float32(255.5)))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -192,14 +194,14 @@ def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
 def crop_resize_to_model(raw: T.Features, top: int, left: int, crop_h: int, crop_w: int, out_h: int, out_w: int,
                          log_depth: bool) -> T.Features:
     """Raw codes (after the window and SparseToDense) -> model inputs, as VideoFromRecord + crop + resize +
-    TransformDepth + FlowToRGB would produce them."""
+    TransformDepth + FlowToRGB(codes=True) would produce them."""
     h, w = raw["video"].shape[1:3]
     ylo, yhi, yl, ny = _axis(crop_h, out_h)
     xlo, xhi, xl, nx = _axis(crop_w, out_w)
     ny, nx = ny + top, nx + left
     t = raw["video"].shape[0]
     out = {"video": np.empty((t, out_h, out_w, 3), F32), "depth": np.empty((t, out_h, out_w, 1), F32),
-           "flow": np.empty((t, out_h, out_w, 3), F32), "segmentations": np.empty((t, out_h, out_w), np.int32)}
+           "flow": np.empty((t, out_h, out_w, 3), np.uint8), "segmentations": np.empty((t, out_h, out_w), np.int32)}
     flow2 = np.empty((2, t, out_h, out_w), F32)  # planar, so that the flow->RGB loop vectorises
     depth_lo, depth_hi = raw["depth_range"]
     flow_lo, flow_hi = raw["backward_flow_range"]
@@ -219,7 +221,7 @@ def crop_resize_to_model(raw: T.Features, top: int, left: int, crop_h: int, crop
 
 @dataclasses.dataclass(frozen=True)
 class FusedToModel(grain.transforms.RandomMap):
-    """VideoFromRecord │ (RandomResizedCrop | ResizeSmall) │ TransformDepth │ FlowToRGB in one pass."""
+    """VideoFromRecord │ (RandomResizedCrop | ResizeSmall) │ TransformDepth │ FlowToRGB(codes=True) in one pass."""
 
     resolution: int
     random_crop: bool

@@ -291,7 +291,18 @@ class TransformDepth(grain.transforms.Map):
 
 
 def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
-    """SAVi's flow_tensor_to_rgb_tensor + convert_image_dtype round trip: (…, H, W, 2) -> (…, H, W, 3) float32.
+    """SAVi's flow_tensor_to_rgb_tensor + convert_image_dtype round trip: (…, H, W, 2) -> (…, H, W, 3) float32."""
+    return flow_codes_to_float(flow_to_rgb_codes(flow))
+
+
+def flow_codes_to_float(codes):
+    """uint8 colour codes -> float32, as convert_image_dtype(uint8 -> float32): codes * (1/255). The same
+    expression runs on the device for train batches (NumPy or jax.numpy arrays alike)."""
+    return codes.astype(F32) * F32(1.0 / 255.0)
+
+
+def flow_to_rgb_codes(flow: np.ndarray) -> np.ndarray:
+    """flow_to_rgb up to its uint8 round trip: (…, H, W, 2) -> (…, H, W, 3) uint8.
 
     Channel 0 is Δrow (SAVi's docstring calls it x). hsv_to_rgb uses TF's continuous form.
     """
@@ -306,11 +317,17 @@ def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
     db = np.clip(F32(2.0) - np.abs(dh - F32(4.0)), F32(0.0), F32(1.0))
     one_minus_s = F32(1.0) - sat
     rgb = np.stack([one_minus_s + sat * dr, one_minus_s + sat * dg, one_minus_s + sat * db], axis=-1)
-    as_uint8 = (rgb * F32(255.5)).astype(np.uint8)  # convert_image_dtype(float -> uint8): truncating cast
-    return as_uint8.astype(F32) * F32(1.0 / 255.0)
+    return (rgb * F32(255.5)).astype(np.uint8)  # convert_image_dtype(float -> uint8): truncating cast
 
 
 @dataclasses.dataclass(frozen=True)
 class FlowToRGB(grain.transforms.Map):
+    """codes=True keeps the uint8 colour codes (train batches: a quarter of the bytes to stack and move; the
+    train step converts them with flow_codes_to_float on the device)."""
+
+    codes: bool = False
+
     def map(self, f: Features) -> Features:
-        return {**f, "flow": flow_to_rgb(f["flow"])} if "flow" in f else f
+        if "flow" not in f:
+            return f
+        return {**f, "flow": flow_to_rgb_codes(f["flow"]) if self.codes else flow_to_rgb(f["flow"])}

@@ -7,10 +7,12 @@ are mixed first, then one Dense per target. Targets are read out in sorted key o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model.layers import CNN, MLP, Dtype, PositionEmbedding
 
@@ -74,3 +76,21 @@ class Readout(nn.Module):
                     else _Dense(c, self.dtype, name=f"Dense_{i}"))
             out[key] = head(x)
         return out
+
+
+def with_readout_bias(params: dict, target_means: dict[str, Any], early_fusion: bool = False) -> dict:
+    """`params` with each target head's bias set to that target's per-channel mean (a copy; other leaves
+    shared). The mixed output then starts at the mean target instead of 0, so training skips the phase
+    where the loss is dominated by that offset (on the demo, the phase in which the slots became identical).
+    The original initialises these biases to zero."""
+    readout = dict(params["SpatialBroadcastDecoder_0"]["Readout_0"])
+    for i, key in enumerate(sorted(target_means)):  # heads are created in sorted key order
+        head, leaf = (f"MLP_{i}", "dense_mlp_0") if early_fusion else (f"Dense_{i}", "Dense_0")
+        dense = dict(readout[head][leaf])
+        if dense["bias"].shape != np.shape(target_means[key]):
+            raise ValueError(f"target {key!r}: mean of shape {np.shape(target_means[key])} for a bias of shape "
+                             f"{dense['bias'].shape}")
+        dense["bias"] = jnp.asarray(target_means[key], dense["bias"].dtype)
+        readout[head] = {**readout[head], leaf: dense}
+    decoder = {**params["SpatialBroadcastDecoder_0"], "Readout_0": readout}
+    return {**params, "SpatialBroadcastDecoder_0": decoder}

@@ -13,7 +13,7 @@ def numpy_chain(raw, top, left, ch, cw, out_h, out_w, log_depth):
     T._resize_features(f, out_h, out_w)
     if (ch, cw) != raw["video"].shape[1:3]:
         f["boxes"] = T.crop_or_pad_boxes(f["boxes"], top, left, ch, cw, *raw["video"].shape[1:3])
-    return T.FlowToRGB().map(T.TransformDepth("log_plus" if log_depth else "none").map(f))
+    return T.FlowToRGB(codes=True).map(T.TransformDepth("log_plus" if log_depth else "none").map(f))
 
 
 def raw_clips(data_dir, k=10):
@@ -40,8 +40,9 @@ def test_fused_equals_numpy_chain(converted_sample, case):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
             assert a[key].dtype == b[key].dtype
         np.testing.assert_allclose(a["depth"], b["depth"], rtol=1e-6, atol=1e-6)  # libm vs NumPy log: 1 ulp
-        diff = np.abs(a["flow"] - b["flow"])
-        assert diff.max() <= 1 / 255 + 1e-7  # atan2 rounding can move a colour by one 1/255 step
+        assert a["flow"].dtype == b["flow"].dtype == np.uint8
+        diff = np.abs(a["flow"].astype(np.int32) - b["flow"])
+        assert diff.max() <= 1  # atan2 rounding can move a colour code by one
         flips += int((diff > 0).sum())
         total += diff.size
     assert flips / total < 1e-3, flips / total
@@ -52,12 +53,12 @@ def test_fused_flow_colours_on_random_flow():
     rng = np.random.default_rng(1)
     flow2 = rng.normal(0, 20, (2, 3, 32, 32)).astype(np.float32)
     flow2[:, 0, :4, :4] = 0.0  # no motion: white
-    out = np.empty((3, 32, 32, 3), np.float32)
+    out = np.empty((3, 32, 32, 3), np.uint8)
     fused._flow_rgb(flow2, np.float32(50.0 / (32**2.0 * 2) ** 0.5), out)
-    ref = T.flow_to_rgb(np.moveaxis(flow2, 0, -1))
-    diff = np.abs(out - ref)
-    assert diff.max() <= 1 / 255 + 1e-7 and (diff > 0).mean() < 1e-3
-    np.testing.assert_array_equal(out[0, :4, :4], 1.0)
+    ref = T.flow_to_rgb_codes(np.moveaxis(flow2, 0, -1))
+    diff = np.abs(out.astype(np.int32) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    np.testing.assert_array_equal(out[0, :4, :4], 255)
 
 
 def test_train_pipeline_fused_and_numpy_agree(converted_sample):
@@ -67,7 +68,7 @@ def test_train_pipeline_fused_and_numpy_agree(converted_sample):
                           pipeline.train_ops(pipeline.PreprocessSpec(**spec, fused=False))[:2], strict=False):
         assert type(fast) is type(slow)  # same decode/window/sparse-to-dense front
     batch = next(pipeline.train_iterator(pipeline.train_dataset(src, pipeline.PreprocessSpec(**spec), 0), 2))
-    assert batch["video"].shape == (2, 6, 128, 128, 3) and batch["flow"].dtype == np.float32
+    assert batch["video"].shape == (2, 6, 128, 128, 3) and batch["flow"].dtype == np.uint8
 
 
 def test_vectorised_log_plus_within_two_ulp_of_numpy():

@@ -31,6 +31,7 @@ def test_train_batches_have_documented_shapes(tiny_synthetic):
     expected = pipeline.expected_shapes(SPEC, 4, train=True)
     assert {k: v.shape for k, v in batch.items()} == expected
     assert batch["video"].dtype == np.float32 and batch["segmentations"].dtype == np.int32
+    assert batch["flow"].dtype == np.uint8  # flow_to_rgb's codes; the train step converts them on the device
     assert 0 <= batch["video"].min() and batch["video"].max() <= 1
 
 

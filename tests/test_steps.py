@@ -55,3 +55,17 @@ def test_loss_is_sum_over_pixels_mean_over_videos():
     b = {"flow": jnp.zeros((2, 3, 4, 4, 3))}
     total, per = steps.reconstruction_loss(out, b, ("flow",))
     assert float(total) == float(per["flow"]) == 3 * 4 * 4 * 3
+
+
+def test_uint8_flow_codes_give_the_same_loss_as_float_flow():
+    """Train batches carry flow as uint8 codes: the loss must equal the one on flow_to_rgb's float32 values."""
+    from data import transforms as T
+
+    model, params = tiny_model()
+    video, boxes = tiny_inputs(batch=2, frames=3, seed=4)
+    codes = T.flow_to_rgb_codes(np.random.default_rng(4).normal(0, 4, (2, 3, 16, 16, 2)).astype(np.float32))
+    out = model.apply({"params": params}, video, boxes)
+    loss = jax.jit(lambda o, b: steps.reconstruction_loss(o, b, ("flow",))[0])
+    as_codes = loss(out, {"flow": jnp.asarray(codes)})
+    as_float = loss(out, {"flow": jnp.asarray(T.flow_codes_to_float(codes))})  # NumPy's conversion
+    assert float(as_codes) == float(as_float) and float(as_codes) > 0

@@ -38,6 +38,19 @@ def test_flow_to_rgb_known_colours():
     assert (np.round(T.flow_to_rgb(np.random.default_rng(0).normal(0, 3, (2, 8, 8, 2))) * 255) % 1 == 0).all()
 
 
+def test_flow_codes_become_flow_to_rgb_floats_exactly_on_the_device():
+    """Train batches carry flow_to_rgb's uint8 codes; the jitted conversion must give its float32 bits."""
+    import jax
+    import jax.numpy as jnp
+
+    flow = np.random.default_rng(3).normal(0, 5, (2, 3, 16, 16, 2)).astype(np.float32)
+    codes = T.flow_to_rgb_codes(flow)
+    assert codes.dtype == np.uint8 and len(np.unique(codes)) > 50
+    on_device = np.asarray(jax.jit(T.flow_codes_to_float)(jnp.asarray(codes)))
+    assert on_device.dtype == np.float32
+    np.testing.assert_array_equal(on_device.view(np.int32), T.flow_to_rgb(flow).view(np.int32))
+
+
 def test_strided_window_picks_non_overlapping_windows_uniformly():
     f = {"video": np.arange(24)[:, None, None, None] * np.ones((24, 2, 2, 3)), "boxes": np.zeros((24, 3, 4))}
     starts = [int(T.TemporalRandomStridedWindow(6).random_map(f, np.random.default_rng(s))["video"][0, 0, 0, 0])

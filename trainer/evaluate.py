@@ -45,13 +45,14 @@ def evaluate(params: Any, eval_step, eval_src, spec: pipeline.PreprocessSpec, *,
 
 
 def _pictures(batch, out, mask, picture_dir, step, n, writer, is_primary) -> int:
-    arrays = {k: to_host(batch[k]) for k in ("video", "segmentations", "flow")}
-    preds = {k: to_host(out[k]) for k in ("pred_segmentations", "alphas", "pred_flow")}
+    target = "flow" if "pred_flow" in out else "video"  # the last two rows: a reconstructed target
+    arrays = {k: to_host(batch[k]) for k in ("video", "segmentations", target)}
+    preds = {k: to_host(out[k]) for k in ("pred_segmentations", "alphas", f"pred_{target}")}
     done = 0
     for i in np.nonzero(mask)[0][:n]:
         rows = visualize.rows_for_video(arrays["video"][i], arrays["segmentations"][i],
-                                        preds["pred_segmentations"][i], preds["alphas"][i], arrays["flow"][i],
-                                        preds["pred_flow"][i])
+                                        preds["pred_segmentations"][i], preds["alphas"][i], arrays[target][i],
+                                        preds[f"pred_{target}"][i])
         if is_primary:
             os.makedirs(picture_dir, exist_ok=True)
             stem = os.path.join(picture_dir, f"step{step:07d}_video{done}")

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from data.transforms import flow_codes_to_float
 from trainer import metrics
 from trainer.state import TrainState
 
@@ -18,7 +19,11 @@ def reconstruction_loss(outputs: dict, batch: dict, targets: tuple[str, ...]) ->
     summed with weight 1 (the original's `recon` loss; lr and the 0.05 clip are tuned to this scale)."""
     losses = {}
     for key in targets:
-        err = (outputs[key].astype(jnp.float32) - batch[key].astype(jnp.float32)) ** 2
+        target = batch[key]
+        # Train batches carry flow as flow_to_rgb's uint8 codes (4x fewer bytes to the device); this is the
+        # pipeline's own conversion, so the target equals flow_to_rgb's float32 bit for bit.
+        target = flow_codes_to_float(target) if target.dtype == jnp.uint8 else target.astype(jnp.float32)
+        err = (outputs[key].astype(jnp.float32) - target) ** 2
         losses[key] = jnp.mean(jnp.sum(err.reshape(err.shape[0], -1), axis=1))
     return sum(losses.values()), losses
 
@@ -70,7 +75,7 @@ def eval_step(params: Any, batch: dict, *, model, num_slots: int, max_instances:
     pred = out["segmentations"][..., 0]
     per_video = metrics.video_metrics(batch["segmentations"], pred, num_slots, max_instances, batch["padding_mask"])
     return {**per_video, "pred_segmentations": pred, "alphas": out["alphas"][..., 0],
-            **{f"pred_{k}": out[k] for k in ("flow", "depth") if k in out}}
+            **{f"pred_{k}": out[k] for k in ("flow", "depth", "video") if k in out}}
 
 
 def jit_train_step(model, optimizer, targets, grad_accum_steps, schedule, state_sharding, batch_sharding):

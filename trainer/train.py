@@ -11,7 +11,7 @@ from typing import Any
 import jax
 
 from data import pipeline
-from model import build
+from model import build, decoder
 from trainer import checkpoint, evaluate, mfu, steps, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
@@ -58,6 +58,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     mesh_lib.check_global_batch(config.eval_batch_size, name="eval_batch_size")
     writer = writers.create_writer(workdir, is_primary)
     targets = tuple(sorted(config.model.decoder.targets))
+    if config.readout_bias_init not in ("zeros", "target_mean"):
+        raise ValueError(f"readout_bias_init {config.readout_bias_init!r}: expected 'zeros' or 'target_mean'")
 
     # ------------------------------------------------------------------------ Input
     spec = pipeline.spec_from_config(config)
@@ -86,6 +88,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         params = jax.jit(init_fn, out_shardings=replicated)()
         if config.init_from:
             params = checkpoint.restore_params(config.init_from, abstract.params)
+        elif config.readout_bias_init == "target_mean":
+            means = pipeline.target_means(train_ds, targets, config.batch_size)
+            log.info("readout biases from the first %d training videos: %s", config.batch_size,
+                     {k: v.round(4).tolist() for k, v in means.items()})
+            params = jax.jit(lambda p: decoder.with_readout_bias(p, means, config.model.decoder.early_fusion),
+                             out_shardings=replicated)(params)
         state = jax.jit(lambda p: state_lib.create_train_state(p, optimizer), out_shardings=replicated)(params)
     if is_primary:
         print(build.parameter_overview(state.params), flush=True)

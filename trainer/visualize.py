@@ -1,7 +1,7 @@
 """Pictures of a few validation videos: a PNG grid and an animated GIF (frames as columns).
 
 Rows: input, ground-truth segmentation, predicted segmentation, slot masks over the input, target flow,
-reconstructed flow.
+reconstructed flow (target and reconstructed video for models that reconstruct video only).
 """
 
 from __future__ import annotations
