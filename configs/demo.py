@@ -6,8 +6,8 @@
     python -m trainer.main --config configs/demo.py --config.data.data_dir=$PWD/demo_data --workdir workdirs/demo
 
 Same code paths as the real configs: the small architecture at 32x32 with narrower layers, K=10 (11 slots),
-evaluation on all 24 frames, the original's loss and optimiser with a short warmup. Three changes make it
-learn within the CPU budget (measurements in BENCHMARKS.md, "Demo"):
+evaluation on all 24 frames, the original's loss and optimiser with a short warmup. Three changes get it
+learning within the CPU budget, without yet beating the static-box baseline reliably (BENCHMARKS.md, "Demo"):
 - the decoder reconstructs the RGB frames: flow targets carry no appearance, so a slot must track its object
   across frames before the flow loss rewards binding, which takes far longer than minutes;
 - readout_bias_init="target_mean": the output starts at the mean frame instead of 0 (with zero biases the
