@@ -89,6 +89,7 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.peak_flops = 0.0  # peak FLOP/s of one device for MFU; 0: from trainer/mfu.py's GPU table
     config.init_from = ""  # Orbax params from `python -m model.seed_import convert` to start from
     # "zeros" (the original) | "target_mean": each target head's bias starts at the target's per-channel mean
-    # over the first training batch (data-dependent init; see model.decoder.with_readout_bias)
+    # over the first training batch (data-dependent init; see model.decoder.with_readout_bias). Only for a
+    # fresh start: init_from and a resumed checkpoint bring their own biases.
     config.readout_bias_init = "zeros"
     return config

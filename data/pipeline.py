@@ -167,8 +167,7 @@ def target_means(ds: grain.MapDataset, keys: tuple[str, ...], num_examples: int)
     for i in range(num_examples):
         element = ds[i]
         for key in keys:
-            x = element[key]
-            x = T.flow_codes_to_float(x) if x.dtype == np.uint8 else x  # train flow arrives as its uint8 codes
+            x = T.train_target_to_float(element[key])
             sums[key] = sums.get(key, 0.0) + x.reshape(-1, x.shape[-1]).astype(np.float64).mean(axis=0)
     return {key: (total / num_examples).astype(np.float32) for key, total in sums.items()}
 

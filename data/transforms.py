@@ -301,6 +301,12 @@ def flow_codes_to_float(codes):
     return codes.astype(F32) * F32(1.0 / 255.0)
 
 
+def train_target_to_float(x):
+    """A train-batch target as float32. uint8 means flow_to_rgb's codes (the only uint8 target): the
+    train step runs this on the device, and target means on the host."""
+    return flow_codes_to_float(x) if x.dtype == np.uint8 else x.astype(F32)
+
+
 def flow_to_rgb_codes(flow: np.ndarray) -> np.ndarray:
     """flow_to_rgb up to its uint8 round trip: (…, H, W, 2) -> (…, H, W, 3) uint8.
 

@@ -30,10 +30,9 @@ def test_readout_bias_shifts_the_initial_output_by_exactly_the_means(early_fusio
         np.testing.assert_allclose(np.asarray(new_out[key] - old_out[key]), np.broadcast_to(mean, old_out[key].shape),
                                    atol=2e-6)
     np.testing.assert_array_equal(np.asarray(new_out["alphas"]), np.asarray(old_out["alphas"]))
-    changed = [jax.tree_util.keystr(p) for p, (a, b) in zip(
-        jax.tree_util.tree_flatten_with_path(params)[0], zip(jax.tree_util.tree_leaves(params),
-                                                             jax.tree_util.tree_leaves(new), strict=True),
-        strict=True) if not np.array_equal(a, b)]
+    changed = [jax.tree_util.keystr(path) for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(new), strict=True)
+        if not np.array_equal(a, b)]
     assert len(changed) == len(means) and all("Readout_0" in c and "bias" in c for c in changed), changed
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from data.transforms import flow_codes_to_float
+from data.transforms import train_target_to_float
 from trainer import metrics
 from trainer.state import TrainState
 
@@ -19,11 +19,9 @@ def reconstruction_loss(outputs: dict, batch: dict, targets: tuple[str, ...]) ->
     summed with weight 1 (the original's `recon` loss; lr and the 0.05 clip are tuned to this scale)."""
     losses = {}
     for key in targets:
-        target = batch[key]
-        # Train batches carry flow as flow_to_rgb's uint8 codes (4x fewer bytes to the device); this is the
-        # pipeline's own conversion, so the target equals flow_to_rgb's float32 bit for bit.
-        target = flow_codes_to_float(target) if target.dtype == jnp.uint8 else target.astype(jnp.float32)
-        err = (outputs[key].astype(jnp.float32) - target) ** 2
+        # Train batches carry flow as flow_to_rgb's uint8 codes (4x fewer bytes to the device); the pipeline's
+        # own conversion makes the target equal flow_to_rgb's float32 bit for bit.
+        err = (outputs[key].astype(jnp.float32) - train_target_to_float(batch[key])) ** 2
         losses[key] = jnp.mean(jnp.sum(err.reshape(err.shape[0], -1), axis=1))
     return sum(losses.values()), losses
 
