@@ -8,7 +8,7 @@ DEMO_WORKDIR ?= $(CURDIR)/workdirs/demo
 # MOVi-A-like at 64x64 (the demo model's resolution), 24 frames: about 2-3 minutes on 2 cores.
 DEMO_SYNTH_ARGS ?= --num_train 256 --num_validation 32 --resolution 64
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-tf clean
 
 install: $(STAMP)
 
@@ -36,5 +36,11 @@ lint: install
 bench: install
 	$(PY) -m bench
 
+# The original's TensorFlow input path, side by side with ours (bench only: TensorFlow lives in its own venv).
+bench-tf: install
+	test -x .venv-tf/bin/python || $(PYTHON) -m venv .venv-tf
+	.venv-tf/bin/python -m pip install -q --disable-pip-version-check -r constraints-tf.txt
+	$(PY) -m bench --only data --tf_python .venv-tf/bin/python
+
 clean:
-	rm -rf $(VENV) demo_data workdirs .pytest_cache
+	rm -rf $(VENV) .venv-tf demo_data workdirs .pytest_cache

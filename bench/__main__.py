@@ -1,4 +1,6 @@
-"""python -m bench [--movi_sample DIR] [--out results.json]: run the benchmarks, print Markdown rows."""
+"""python -m bench [--movi_sample DIR] [--out results.json] [--tf_python .venv-tf/bin/python]: run the
+benchmarks, print Markdown rows. With --tf_python (make bench-tf builds that environment), the data bench also
+times the original's TensorFlow input path side by side with ours."""
 
 import argparse
 import json
@@ -16,10 +18,11 @@ def main() -> None:
     p.add_argument("--out", default=None, help="also write the raw results as JSON")
     p.add_argument("--only", choices=("data", "model"), default=None)
     p.add_argument("--model_batch", type=int, default=1)
+    p.add_argument("--tf_python", default=None, help="python of an environment with TensorFlow (make bench-tf)")
     a = p.parse_args()
     results = {}
     if a.only in (None, "data"):
-        results["data_pipeline"] = data_pipeline.run(a.movi_sample)
+        results["data_pipeline"] = data_pipeline.run(a.movi_sample, tf_python=a.tf_python)
     if a.only in (None, "model"):
         results["model_scan"] = model_scan.run(batch=a.model_batch)
     if a.out:

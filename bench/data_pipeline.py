@@ -104,6 +104,39 @@ def measure_train(data_dir: str, fused: bool, seconds: float = 4.0) -> dict:
     return out
 
 
+def _tf_child(tf_python: str, shard: str, cached_decode: bool) -> dict:
+    """The original's input path rebuilt in TensorFlow (bench/tf_reference.py), in its own environment."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_reference.py")
+    r = subprocess.run([tf_python, script, shard] + (["--cached_decode"] if cached_decode else []),
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"tf_reference failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int = 3, log=print) -> dict:
+    """Our train chain and the original's TF one, alternating in fresh processes on the same pinned core, so
+    that the shared machine's drift (1.3-1.5x within an hour) hits both alike. Ratios are per alternation."""
+    rows: dict[str, list[float]] = {"ours": [], "tf_cached_decode": [], "tf_full": []}
+    for _ in range(alternations):
+        rows["ours"].append(_child("measure_train", data_dir, True)["batched_videos_per_s"])
+        rows["tf_cached_decode"].append(_tf_child(tf_python, shard, True)["batched_videos_per_s"])
+        rows["tf_full"].append(_tf_child(tf_python, shard, False)["batched_videos_per_s"])
+    out = {k: statistics.median(v) for k, v in rows.items()}
+    for name in ("tf_cached_decode", "tf_full"):
+        out[f"ratio_vs_{name}"] = statistics.median(o / t for o, t in zip(rows["ours"], rows[name], strict=True))
+    out["rounds"] = rows
+    log("| STATM-SAVi++ train chain, one core, batches of 8 (median of alternations) | videos/s | ours / it |")
+    log("|---|---|---|")
+    log(f"| ours: records -> compiled chain (data/fused.py) | {out['ours']:.0f} | 1.00x |")
+    log(f"| original, TF: the chain alone on decoded videos held in memory | {out['tf_cached_decode']:.0f} | "
+        f"{out['ratio_vs_tf_cached_decode']:.2f}x ({'met' if out['ratio_vs_tf_cached_decode'] >= 2 else 'MISSED'}"
+        " vs 2x) |")
+    log(f"| original, TF: TFRecord -> parse -> PNG decode -> chain | {out['tf_full']:.0f} | "
+        f"{out['ratio_vs_tf_full']:.2f}x |")
+    return out
+
+
 def _child(fn_name: str, *args, env: dict | None = None) -> dict:
     code = (f"import json, sys; from bench import data_pipeline as b; "
             f"print(json.dumps(b.{fn_name}(*json.loads(sys.argv[1]))))")
@@ -114,7 +147,7 @@ def _child(fn_name: str, *args, env: dict | None = None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run(movi_sample: str, log=print) -> dict:
+def run(movi_sample: str, log=print, tf_python: str | None = None) -> dict:
     from data.convert_tfds_to_arrayrecord import convert
 
     results: dict = {}
@@ -126,6 +159,9 @@ def run(movi_sample: str, log=print) -> dict:
         results["fused"] = _child("measure_train", tmp, True)
         results["numpy_ops"] = _child("measure_train", tmp, False)
         results["numpy_ops+malloc_env"] = _child("measure_train", tmp, False, env=MALLOC_ENV)
+        if tf_python:
+            results["side_by_side_tf"] = side_by_side_tf(tmp, shard, tf_python, log=log)
+            log("")
     d = results["decode"]
     log("| record decode (24-frame 128x128, converted shared sample) | ms |")
     log("|---|---|")
@@ -138,7 +174,7 @@ def run(movi_sample: str, log=print) -> dict:
         f"read thread | vs original TF ({ORIGINAL_TF_VIDEOS_PER_S:.0f}/s) | target {TARGET_VIDEOS_PER_S:.0f}/s |")
     log("|---|---|---|---|---|---|")
     for name, r in results.items():
-        if name == "decode":
+        if name in ("decode", "side_by_side_tf"):
             continue
         median = r["batched_videos_per_s"]
         log(f"| {name} | {r['element_videos_per_s']:.0f} | {median:.0f}; {r['batched_videos_per_s_best']:.0f} | "

@@ -93,7 +93,8 @@ def from_original(seed_config: dict[str, Any]) -> tuple[ml_collections.ConfigDic
         "decoder": dict(targets={k: int(v) for k, v in seed_config["targets"].items()},
                         resolution=dec["resolution"][0], features=list(db["features"]),
                         kernel_size=db["kernel_size"][0][0], strides=[s[0] for s in db["strides"]],
-                        transpose=list(db["layer_transpose"]), early_fusion=bool(dec.get("early_fusion", False))),
+                        transpose=list(db["layer_transpose"]), early_fusion=bool(dec.get("early_fusion", False)),
+                        conv_transpose="lax"),
         "dtype": "float32", "remat": False, "time_loop": "scan",
     })
     return cfg, int(seed_config["num_slots"]), conditioning

@@ -25,6 +25,7 @@ class SpatialBroadcastDecoder(nn.Module):
     strides: Sequence[int] = (2, 2, 2, 1)
     transpose: Sequence[bool] = (True, True, True, False)
     early_fusion: bool = False
+    conv_transpose: str = "lax"  # "lax" (the original's nn.ConvTranspose) | "phases" (same layer, faster on CPU)
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -33,7 +34,8 @@ class SpatialBroadcastDecoder(nn.Module):
         n, s, d = slots.shape
         x = jnp.broadcast_to(slots.reshape(n * s, 1, 1, d), (n * s, self.resolution, self.resolution, d))
         x = PositionEmbedding(None, self.dtype, name="PositionEmbedding_0")(x)
-        x = CNN(self.features, self.kernel_size, self.strides, self.transpose, self.dtype, name="CNN_0")(x)
+        x = CNN(self.features, self.kernel_size, self.strides, self.transpose, self.conv_transpose, dtype=self.dtype,
+                name="CNN_0")(x)
         h, w, c = x.shape[1:]
         logits = nn.Dense(1, dtype=self.dtype, name="alpha_logits")(x).reshape(n, s, h, w, 1)
         alphas = jax.nn.softmax(logits.astype(jnp.float32), axis=1).astype(self.dtype)

@@ -86,7 +86,7 @@ class FrameEncoder(nn.Module):
         """(N, H, W, 3) frames in [0, 1], fed as is -> (N, tokens, features)."""
         if self.backbone == "cnn":
             n = len(self.cnn_features)
-            x = CNN(self.cnn_features, self.cnn_kernel_size, self.cnn_strides, (False,) * n, self.dtype,
+            x = CNN(self.cnn_features, self.cnn_kernel_size, self.cnn_strides, (False,) * n, dtype=self.dtype,
                     name="CNN_0")(frames)
         elif self.backbone == "resnet34":
             x = ResNet(dtype=self.dtype, name="ResNet_0")(frames)

@@ -13,6 +13,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 Dtype = Any
 
@@ -63,23 +64,78 @@ class PositionEmbedding(nn.Module):
         return x
 
 
+def _transpose_padding(kernel: int, stride: int) -> int:
+    """The leading pad of lax.conv_transpose(padding="SAME") on the dilated input (the trailing one follows)."""
+    return kernel - 1 if stride > kernel - 1 else -(-(kernel + stride - 2) // 2)
+
+
+class PhaseConvTranspose(nn.Module):
+    """nn.ConvTranspose(padding="SAME", transpose_kernel=False) computed as stride x stride ordinary convolutions,
+    one per output phase, interleaved. The same parameters (names, shapes, initialisers) and the same sums
+    (up to float rounding): output pixel s*m + r only meets the kernel taps k = k0(r) (mod s), so each phase is
+    a stride-1 convolution of the undilated input with the kernel's taps k0::s. XLA's CPU backend runs the
+    dilated form 4-7x slower than these (2-core box: 179 ms vs 25 ms for a demo decoder layer, fwd + bwd)."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        k, s = self.kernel_size, self.stride
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        n, h, w, _ = x.shape
+        lead = _transpose_padding(k, s)
+        taps = [((lead - r) % s, (r + (lead - r) % s - lead) // s) for r in range(s)]  # (first tap, offset)
+        rows = []
+        for k0y, dy in taps:
+            cols = []
+            for k0x, dx in taps:
+                sub = kernel[k0y::s, k0x::s]
+                if 0 in sub.shape:  # kernel < stride: this phase meets no tap, only the bias
+                    cols.append(jnp.zeros((n, h, w, self.features), x.dtype))
+                    continue
+                # Zero-pad (or crop) so that output m reads inputs m + d .. m + d + taps - 1.
+                xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (-dy, dy + sub.shape[0] - 1, 0),
+                                                         (-dx, dx + sub.shape[1] - 1, 0), (0, 0, 0)))
+                cols.append(lax.conv_general_dilated(xp, sub, (1, 1), "VALID",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")))
+            rows.append(jnp.stack(cols, axis=3))  # (N, H, W, s, C): column phase next to the column
+        y = jnp.stack(rows, axis=2)  # (N, H, s, W, s, C)
+        return y.reshape(n, h * s, w * s, self.features) + bias
+
+
 class CNN(nn.Module):
-    """Conv / ConvTranspose stack with a ReLU after every layer, the last included (SAVi's misc.CNN)."""
+    """Conv / ConvTranspose stack with a ReLU after every layer, the last included (SAVi's misc.CNN).
+
+    conv_transpose "lax": nn.ConvTranspose, as the original; "phases": PhaseConvTranspose, the same layer
+    (same parameters, equal up to float rounding) several times faster on CPUs."""
 
     features: Sequence[int]
     kernel_size: int = 5
     strides: Sequence[int] = (1, 1, 1, 1)
     transpose: Sequence[bool] = (False, False, False, False)
+    conv_transpose: str = "lax"
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.conv_transpose not in ("lax", "phases"):
+            raise ValueError(f"conv_transpose={self.conv_transpose!r}: expected 'lax' or 'phases'")
+        size = (self.kernel_size, self.kernel_size)
         for i, (features, stride, transpose) in enumerate(zip(self.features, self.strides, self.transpose,
                                                                strict=True)):
-            conv = nn.ConvTranspose if transpose else nn.Conv
-            # ConvTranspose with transpose_kernel=False: input dilated, padded (3, 2), kernel not flipped.
-            x = conv(features, (self.kernel_size, self.kernel_size), strides=(stride, stride), padding="SAME",
-                     dtype=self.dtype, name=f"conv_{i}")(x)
+            name = f"conv_{i}"
+            if not transpose:
+                x = nn.Conv(features, size, strides=(stride, stride), padding="SAME", dtype=self.dtype, name=name)(x)
+            elif self.conv_transpose == "phases":
+                x = PhaseConvTranspose(features, self.kernel_size, stride, self.dtype, name=name)(x)
+            else:  # transpose_kernel=False: input dilated, padded (3, 2) for 5x5, kernel not flipped
+                x = nn.ConvTranspose(features, size, strides=(stride, stride), padding="SAME", dtype=self.dtype,
+                                     name=name)(x)
             x = nn.relu(x)
         return x
 
