@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from bench import data_pipeline, model_scan
+from bench import conv_transpose, data_pipeline, model_scan
 
 DEFAULT_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                               "movi_sample")
@@ -16,7 +16,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--movi_sample", default=os.path.normpath(DEFAULT_SAMPLE))
     p.add_argument("--out", default=None, help="also write the raw results as JSON")
-    p.add_argument("--only", choices=("data", "model"), default=None)
+    p.add_argument("--only", choices=("data", "model", "conv_transpose"), default=None)
     p.add_argument("--model_batch", type=int, default=1)
     p.add_argument("--tf_python", default=None, help="python of an environment with TensorFlow (make bench-tf)")
     a = p.parse_args()
@@ -25,6 +25,8 @@ def main() -> None:
         results["data_pipeline"] = data_pipeline.run(a.movi_sample, tf_python=a.tf_python)
     if a.only in (None, "model"):
         results["model_scan"] = model_scan.run(batch=a.model_batch)
+    if a.only in (None, "conv_transpose"):
+        results["conv_transpose"] = conv_transpose.run()
     if a.out:
         with open(a.out, "w") as f:
             json.dump(results, f, indent=1)
