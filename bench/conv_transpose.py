@@ -55,8 +55,9 @@ def _train_step_fn(conv_transpose: str):
     boxes = np.tile(np.array([0.2, 0.2, 0.6, 0.6], np.float32), (b, t, k, 1))
     batch = {"video": rng.random((b, t, r, r, 3), dtype=np.float32), "boxes": boxes}
     rep = mesh_lib.replicated(mesh)
-    # Not donated here: the same state is stepped again in every round.
-    step = jax.jit(lambda s, x: steps.train_step(s, x, model=model, optimizer=opt, targets=("video",))[1]["loss"],
+    # Not donated: the same state is stepped in every round. The whole new state is returned, so that XLA
+    # cannot drop the backward pass and the update.
+    step = jax.jit(lambda s, x: steps.train_step(s, x, model=model, optimizer=opt, targets=("video",)),
                    in_shardings=(rep, mesh_lib.batch_sharding(mesh)))
     return step, state, batch
 
