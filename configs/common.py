@@ -69,7 +69,7 @@ def model_config(size: str = "small", predictor: str = "statm") -> ml_collection
             "transpose": (True, True, True, True) if pp else (True, True, True, False),
             "early_fusion": pp,
             # "lax": nn.ConvTranspose, as the original; "phases": the same layer as stride^2 ordinary convolutions
-            # (same parameters, equal up to float rounding), 2.4-3.4x faster on XLA's CPU backend
+            # (same parameters, equal up to float rounding), 2.4-3.5x faster on XLA's CPU backend
             # (model/layers.py: PhaseConvTranspose). Not yet measured on GPUs, so the real configs keep "lax".
             "conv_transpose": "lax",
         },
