@@ -8,8 +8,10 @@ import os
 
 from bench import conv_transpose, data_pipeline, model_scan
 
-DEFAULT_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
-                              "movi_sample")
+# As the tests: ../shared next to the checkout, or STATM_SHARED_DIR.
+SHARED = os.environ.get("STATM_SHARED_DIR",
+                        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared"))
+DEFAULT_SAMPLE = os.path.join(SHARED, "movi_sample")
 
 
 def main() -> None:
@@ -20,6 +22,8 @@ def main() -> None:
     p.add_argument("--model_batch", type=int, default=1)
     p.add_argument("--tf_python", default=None, help="python of an environment with TensorFlow (make bench-tf)")
     a = p.parse_args()
+    if a.only in (None, "data") and not os.path.isdir(a.movi_sample):
+        p.error(f"MOVi sample not found at {a.movi_sample}: pass --movi_sample DIR or set STATM_SHARED_DIR")
     results = {}
     if a.only in (None, "data"):
         results["data_pipeline"] = data_pipeline.run(a.movi_sample, tf_python=a.tf_python)
