@@ -1,9 +1,10 @@
 """Record decode cost and train-pipeline throughput on one pinned core, on the converted shared MOVi sample.
 
 Each measurement runs in a fresh process pinned to one core (no Grain worker processes), so results do not
-depend on what ran before. Throughput variants: the compiled train chain (data/fused.py, which raises
-glibc's trim/mmap thresholds itself, data/allocator.py) and the op-by-op NumPy chain, the latter with
-glibc's defaults and with the same thresholds set through the environment.
+depend on what ran before. Throughput variants: the compiled train chain (data/pipeline/fused.py) with glibc's
+trim/mmap thresholds raised as the trainer's iterator setup raises them (data/pipeline/allocator.py), and the
+op-by-op NumPy chain, per element with glibc's defaults and with the same thresholds set through the
+environment (its batched figures go through that iterator setup, so they have the thresholds either way).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def _timeit(fn, min_seconds: float = 2.0) -> float:
 def measure_decode(data_dir: str) -> dict:
     """ms per 24-frame 128x128 record: read, header, decode all frames, decode a 6-frame window."""
     _pin()
-    from data import pipeline
+    from data.pipeline import datasets
 
-    src = pipeline.open_split(data_dir, "train", 10)
+    src = datasets.open_split(data_dir, "train", 10)
     recs = [src[i] for i in range(len(src))]
     i = [0]
 
@@ -64,26 +65,29 @@ def measure_tf_example_decode(tfrecord: str) -> dict:
     """The converter's per-record cost (TF-free tf.Example parse + PNG decode): what training would pay
     per video without the one-off conversion."""
     _pin()
-    from data import movi_tfds
-    from data.tfrecord import iter_tfrecord, parse_example
+    from data.tfds import movi
+    from data.tfds.tfrecord import iter_tfrecord, parse_example
 
     payloads = [p for _, p in iter_tfrecord(tfrecord)]
     k = [0]
 
     def run():
         k[0] = (k[0] + 1) % len(payloads)
-        movi_tfds.example_to_video(parse_example(payloads[k[0]]))
+        movi.example_to_video(parse_example(payloads[k[0]]))
     return {"tf_example_parse_and_png_decode_ms": 1e3 * _timeit(run)}
 
 
 def measure_train(data_dir: str, fused: bool, seconds: float = 4.0) -> dict:
     """Videos/s of the STATM-SAVi++ train chain (128x128, window 6, random resized crop, log depth, flow RGB)."""
     _pin()
-    from data import pipeline
+    from data.pipeline import allocator, datasets
 
-    spec = pipeline.PreprocessSpec(resolution=128, max_instances=10, train_crop="random_resized_crop",
+    if fused:  # as the trainer, which sets up its iterator before it pulls the first element
+        allocator.keep_freed_memory()
+
+    spec = datasets.PreprocessSpec(resolution=128, max_instances=10, train_crop="random_resized_crop",
                                    depth_transform="log_plus", fused=fused)
-    ds = pipeline.train_dataset(pipeline.open_split(data_dir, "train", 10), spec, seed=0)
+    ds = datasets.train_dataset(datasets.open_split(data_dir, "train", 10), spec, seed=0)
     idx = [0]
 
     def element():
@@ -96,7 +100,7 @@ def measure_train(data_dir: str, fused: bool, seconds: float = 4.0) -> dict:
     # Batches through the ElasticIterator, synchronously (on one core a prefetch thread cannot overlap
     # anything) and with the trainer's read thread (its switching costs show as the difference).
     for threads, suffix in ((0, ""), (1, "_read_thread")):
-        it = pipeline.train_iterator(ds, 8, read_threads=threads, prefetch_buffer_size=8 * threads)
+        it = datasets.train_iterator(ds, 8, read_threads=threads, prefetch_buffer_size=8 * threads)
         per_batch = [_timeit(functools.partial(next, it), seconds / 5) for _ in range(5)]
         it.close()
         out[f"batched_videos_per_s{suffix}"] = 8 / statistics.median(per_batch)
@@ -128,7 +132,7 @@ def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int
     out["rounds"] = rows
     log("| STATM-SAVi++ train chain, one core, batches of 8 (median of alternations) | videos/s | ours / it |")
     log("|---|---|---|")
-    log(f"| ours: records -> compiled chain (data/fused.py) | {out['ours']:.0f} | 1.00x |")
+    log(f"| ours: records -> compiled chain (data/pipeline/fused.py) | {out['ours']:.0f} | 1.00x |")
     log(f"| original, TF: the chain alone on decoded videos held in memory | {out['tf_cached_decode']:.0f} | "
         f"{out['ratio_vs_tf_cached_decode']:.2f}x ({'met' if out['ratio_vs_tf_cached_decode'] >= 2 else 'MISSED'}"
         " vs 2x) |")

@@ -29,7 +29,7 @@ def data_config(data_dir: str, resolution: int, depth_transform: str = "none",
         "train_crop": train_crop,  # "none" | "random_resized_crop" (SAVi++: min_object_covered=0.75)
         "train_frames": 6,  # strided random window
         "eval_frames": 24,  # all frames
-        "fused_train_ops": True,  # train chain in one compiled pass (data/fused.py); False: op-by-op NumPy
+        "fused_train_ops": True,  # train chain in one compiled pass (data/pipeline/fused.py); False: op-by-op NumPy
         "worker_count": 0,  # Grain worker processes per JAX process (0: in-process threads only)
         "read_threads": 8,
         "prefetch_buffer_size": 32,
@@ -75,7 +75,7 @@ def model_config(size: str = "small", predictor: str = "statm") -> ml_collection
         },
         "dtype": "float32",  # compute dtype ("bfloat16" on GPUs); parameters stay float32
         "remat": False,  # rematerialise the scanned step (memory at batch 64)
-        "time_loop": "scan",  # "python" unrolls the same step (benchmarks only)
+        "time_loop": "scan",  # "python" unrolls the same step: the MFU FLOP count (trainer/mfu.py) and benchmarks
     })
 
 

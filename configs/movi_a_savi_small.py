@@ -3,7 +3,7 @@
 
     python -m trainer.main --config configs/movi_a_savi_small.py --config.data.data_dir=$DATA/movi_a_128 \
         --workdir $RUNS/savi_small_movi_a_bs64
-    python -m data.preview --config configs/movi_a_savi_small.py --config.data.data_dir=$DATA/movi_a_128 \
+    python -m data.tools.preview --config configs/movi_a_savi_small.py --config.data.data_dir=$DATA/movi_a_128 \
         --split validation --num_examples 4 --out /tmp/preview.npz
 """
 

@@ -3,7 +3,7 @@
 
     python -m trainer.main --config configs/movi_e_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
         --workdir $RUNS/savi_pp_movi_e_bs64
-    python -m data.preview --config configs/movi_e_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
+    python -m data.tools.preview --config configs/movi_e_savi_pp.py --config.data.data_dir=$DATA/movi_e_128 \
         --split validation --num_examples 4 --out /tmp/preview.npz
 """
 

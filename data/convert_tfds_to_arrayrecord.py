@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from data import movi_tfds, record_io, records
-from data.tfrecord import TFRecordError, iter_tfrecord, parse_example
+from data.records import codec, shards
+from data.tfds import movi
+from data.tfds.tfrecord import TFRecordError, iter_tfrecord, parse_example
 
 
 class ConversionError(RuntimeError):
@@ -56,7 +57,7 @@ def list_tasks(dataset_dir: str, tfds_info: dict[str, Any], splits: list[str] | 
             raise FileNotFoundError(f"split {split!r}: dataset_info.json lists {len(lengths)} shards but "
                                     f"{len(files)} are on disk in {dataset_dir}; finish the download")
         for i, src in enumerate(files):
-            tasks.append(ShardTask(split, i, len(files), src, record_io.shard_name(split, i, len(files)),
+            tasks.append(ShardTask(split, i, len(files), src, shards.shard_name(split, i, len(files)),
                                    lengths[i] if lengths else None))
     return tasks
 
@@ -66,8 +67,8 @@ def _encoded_records(task: ShardTask, skip_corrupt: bool, skipped: list[dict[str
         try:
             if isinstance(payload, TFRecordError):
                 raise payload
-            video = movi_tfds.example_to_video(parse_example(payload))
-            yield video["video_name"], int(video["num_instances"]), records.encode(video)
+            video = movi.example_to_video(parse_example(payload))
+            yield video["video_name"], int(video["num_instances"]), codec.encode(video)
         except Exception as e:  # protobuf DecodeError, PNG errors, schema violations, CRC failures
             reason = e.reason if isinstance(e, TFRecordError) else f"{type(e).__name__}: {e}"
             if not skip_corrupt:
@@ -85,11 +86,11 @@ def convert_shard(task: ShardTask, out_dir: str, writer_options: str, skip_corru
     def tracked():
         for name, k, payload in _encoded_records(task, skip_corrupt, skipped):
             if "resolution" not in extra:
-                shape = records.LazyRecord(payload).fields["video"]["shape"]
+                shape = codec.LazyRecord(payload).fields["video"]["shape"]
                 extra.update(resolution=shape[1:3], num_frames=shape[0])
             yield name, k, payload
 
-    return record_io.write_shard(os.path.join(out_dir, task.out), tracked(), writer_options, extra=extra)
+    return shards.write_shard(os.path.join(out_dir, task.out), tracked(), writer_options, extra=extra)
 
 
 def _run(args_tuple):
@@ -104,16 +105,16 @@ def _fmt_eta(seconds: float) -> str:
 
 def convert(tfds_dir: str, dataset: str, out_dir: str, splits: list[str] | None = None, num_workers: int = 1,
             task_index: int = 0, num_tasks: int = 1, skip_corrupt: bool = False,
-            writer_options: str = record_io.DEFAULT_WRITER_OPTIONS, log=print) -> dict[str, Any] | None:
+            writer_options: str = shards.DEFAULT_WRITER_OPTIONS, log=print) -> dict[str, Any] | None:
     """Converts this task's share of the shards; returns dataset_info once every shard is done, else None."""
     if not 0 <= task_index < num_tasks:
         raise ValueError(f"--task_index {task_index} must be in [0, --num_tasks={num_tasks})")
-    dataset_dir, tfds_info = movi_tfds.resolve_dataset_dir(os.path.abspath(tfds_dir), dataset)
+    dataset_dir, tfds_info = movi.resolve_dataset_dir(os.path.abspath(tfds_dir), dataset)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     tasks = list_tasks(dataset_dir, tfds_info, splits)
     mine = [t for i, t in enumerate(tasks) if i % num_tasks == task_index]
-    todo = [t for t in mine if not record_io.shard_done(os.path.join(out_dir, t.out))]
+    todo = [t for t in mine if not shards.shard_done(os.path.join(out_dir, t.out))]
     log(f"{dataset}: {len(tasks)} shards in all, {len(mine)} for task {task_index}/{num_tasks}, "
         f"{len(mine) - len(todo)} already done, {len(todo)} to convert with {num_workers} worker(s)")
     total = sum(t.expected_records or 0 for t in todo) or None
@@ -136,7 +137,7 @@ def convert(tfds_dir: str, dataset: str, out_dir: str, splits: list[str] | None 
             pool.terminate()
     if skipped:
         log(f"skipped {skipped} corrupt record(s); see 'skipped' in the shard manifests")
-    pending = [t for t in tasks if not record_io.shard_done(os.path.join(out_dir, t.out))]
+    pending = [t for t in tasks if not shards.shard_done(os.path.join(out_dir, t.out))]
     if pending:
         log(f"{len(pending)} shard(s) still pending in other tasks; the last task to finish (or a rerun) "
             "writes dataset_info.json")
@@ -148,7 +149,7 @@ def _finalize(out_dir, tasks, tfds_dir, dataset, tfds_info, log) -> dict[str, An
     splits: dict[str, list[str]] = {}
     for t in tasks:
         splits.setdefault(t.split, []).append(t.out)
-    manifests = [record_io.read_json(os.path.join(out_dir, t.out) + ".json") for t in tasks]
+    manifests = [shards.read_json(os.path.join(out_dir, t.out) + ".json") for t in tasks]
     shaped = [m for m in manifests if "resolution" in m]
     meta = {
         "source": {"tfds_dir": os.path.abspath(tfds_dir), "dataset": dataset, "name": tfds_info.get("name"),
@@ -158,9 +159,9 @@ def _finalize(out_dir, tasks, tfds_dir, dataset, tfds_info, log) -> dict[str, An
         "skipped_records": sum(len(m["skipped"]) for m in manifests),
         "writer_options": manifests[0]["writer_options"],
     }
-    info = record_io.write_dataset_info(out_dir, splits, meta)
+    info = shards.write_dataset_info(out_dir, splits, meta)
     counts = {s: v["num_records"] for s, v in info["splits"].items()}
-    log(f"wrote {os.path.join(out_dir, record_io.INFO_FILE)}: {counts}, max_instances {info['max_instances']}")
+    log(f"wrote {os.path.join(out_dir, shards.INFO_FILE)}: {counts}, max_instances {info['max_instances']}")
     return info
 
 
@@ -174,14 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task_index", type=int, default=0)
     p.add_argument("--num_tasks", type=int, default=1)
     p.add_argument("--skip_corrupt", action="store_true", help="count and skip bad records instead of failing")
-    p.add_argument("--writer_options", default=record_io.DEFAULT_WRITER_OPTIONS)
+    p.add_argument("--writer_options", default=shards.DEFAULT_WRITER_OPTIONS)
     a = p.parse_args(argv)
     if "group_size:1" not in a.writer_options.replace(" ", ""):
         p.error("--writer_options must contain group_size:1 (random access for Grain)")
     try:
         convert(a.tfds_dir, a.dataset, a.out_dir, [s for s in a.splits.split(",") if s] or None, a.num_workers,
                 a.task_index, a.num_tasks, a.skip_corrupt, a.writer_options)
-    except (ConversionError, FileNotFoundError, ValueError, records.DataError) as e:
+    except (ConversionError, FileNotFoundError, ValueError, codec.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

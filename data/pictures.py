@@ -1,8 +1,23 @@
-"""PNG grids of preprocessed examples (rows: video with boxes, segmentation, flow, depth; frames as columns)."""
+"""Pictures of examples and predictions: one uint8 conversion, one palette, PNG grids and GIFs (frames as columns).
+
+Batch values are decoded with their schema (data/batch.py) before they are drawn, so a train clip's flow codes
+and an eval clip's float flow give the same colours.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
+from PIL import Image
+
+from data.batch import Schema
+
+
+def to_uint8(x: Any) -> np.ndarray:
+    """Floats in [0, 1] -> uint8, rounded (a code c decoded as c/255 comes back as c)."""
+    return (np.clip(np.asarray(x, np.float32), 0, 1) * 255).round().astype(np.uint8)
 
 
 def palette(n: int = 256) -> np.ndarray:
@@ -29,13 +44,46 @@ def draw_boxes(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def example_grid(ex: dict[str, np.ndarray], max_frames: int = 8) -> np.ndarray:
-    """Rows: video with boxes, segmentation, flow (RGB), depth; frames as columns."""
-    t = ex["video"].shape[0]
-    idx = np.linspace(0, t - 1, min(t, max_frames)).round().astype(int)
-    video = (np.clip(ex["video"][idx], 0, 1) * 255).astype(np.uint8)
-    depth = ex["depth"][idx, ..., 0]
-    depth = ((depth - depth.min()) / max(float(np.ptp(depth)), 1e-6) * 255).astype(np.uint8)
-    rows = [draw_boxes(video, ex["boxes"][idx]), palette()[ex["segmentations"][idx]],
-            (np.clip(ex["flow"][idx], 0, 1) * 255).astype(np.uint8), np.repeat(depth[..., None], 3, -1)]
+def grid(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows of (T, H, W, 3) uint8 -> one (rows*H, T*W, 3) image, frames as columns."""
     return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+
+
+def example_rows(example: Mapping[str, np.ndarray], schema: Schema, max_frames: int = 8) -> list[np.ndarray]:
+    """One unbatched example -> rows for the keys it has, in this order: video with boxes, segmentation, flow
+    (RGB), depth (min-max scaled). At most `max_frames` frames, evenly spread."""
+    t = example["video"].shape[0]
+    idx = np.linspace(0, t - 1, min(t, max_frames)).round().astype(int)
+    rows = [draw_boxes(to_uint8(schema.to_float("video", example["video"][idx])), example["boxes"][idx])]
+    if "segmentations" in example:
+        rows.append(palette()[example["segmentations"][idx]])
+    if "flow" in example:
+        rows.append(to_uint8(schema.to_float("flow", example["flow"][idx])))
+    if "depth" in example:
+        depth = schema.to_float("depth", example["depth"][idx])[..., 0]
+        scaled = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)
+        rows.append(np.repeat(to_uint8(scaled)[..., None], 3, -1))
+    return rows
+
+
+def prediction_rows(video, gt_seg, pred_seg, alphas, target, pred_target) -> list[np.ndarray]:
+    """One evaluated video, each argument (T, H, W, ...) as floats or ids -> six rows: input, ground-truth
+    segmentation, predicted segmentation, slot masks over the input, a target and its reconstruction."""
+    pal = palette()
+    overlay = np.einsum("sthw,sc->thwc", np.moveaxis(np.asarray(alphas, np.float32), 1, 0),
+                        pal[: alphas.shape[1]].astype(np.float32) / 255)
+    masks = 0.5 * np.asarray(video, np.float32) + 0.5 * overlay
+    return [to_uint8(video), pal[np.asarray(gt_seg)], pal[np.asarray(pred_seg)], to_uint8(masks), to_uint8(target),
+            to_uint8(pred_target)]
+
+
+def save_png(path: str, rows: list[np.ndarray]) -> np.ndarray:
+    image = grid(rows)
+    Image.fromarray(image).save(path)
+    return image
+
+
+def save_gif(path: str, rows: list[np.ndarray], fps: int = 6) -> None:
+    """One frame of the GIF per video frame: the rows stacked."""
+    frames = [Image.fromarray(np.concatenate([r[t] for r in rows], axis=0)) for t in range(rows[0].shape[0])]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)

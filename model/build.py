@@ -23,11 +23,8 @@ def _tuples(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(model: ml_collections.ConfigDict, num_slots: int, conditioning_key: str = "boxes") -> STATMSAVi:
-    """`config.model` (keys: configs/common.py model_config), `config.num_slots`, `config.conditioning_key`."""
-    if conditioning_key not in CONDITIONING:
-        raise ValueError(f"conditioning_key={conditioning_key!r}: expected one of {sorted(CONDITIONING)}")
-    if model.dtype not in DTYPES:
-        raise ValueError(f"model.dtype={model.dtype!r}: expected one of {sorted(DTYPES)}")
+    """`config.model` (keys: configs/common.py model_config), `config.num_slots`, `config.conditioning_key`;
+    their values are checked by configs/validate.py."""
     dtype = DTYPES[model.dtype]
     m = model.to_dict()
     decoder = _tuples(m["decoder"])
@@ -52,7 +49,7 @@ def from_original(seed_config: dict[str, Any]) -> tuple[ml_collections.ConfigDic
     an option of the original that this port does not implement raises UnsupportedOriginal.
     """
     model = seed_config["model"]
-    name = lambda d: d["module"].rsplit(".", 1)[-1]  # noqa: E731
+    name = lambda d: d["module"].rsplit(".", 1)[-1]
     if name(model) not in ("STATMSAVi", "SAVi") or model.get("decode_predicted") or not model.get(
             "decode_corrected", True):
         raise UnsupportedOriginal(f"model {name(model)} with decode_predicted={model.get('decode_predicted')}")

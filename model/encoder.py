@@ -27,7 +27,7 @@ class ResNetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,  # noqa: E731
+        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,
                                              dtype=self.dtype, name=name)
         y = nn.relu(group_norm("bn1", self.dtype)(conv(self.features, 3, self.stride, "conv1")(x)))
         y = group_norm("bn2", self.dtype)(conv(self.features, 3, 1, "conv2")(y))

@@ -67,7 +67,7 @@ class SlotAttention(nn.Module):
     @nn.compact
     def __call__(self, slots: jnp.ndarray, inputs: jnp.ndarray) -> jnp.ndarray:
         """slots (B, S, D), inputs (B, N, Din) -> corrected slots (B, S, D)."""
-        dense = lambda name: nn.DenseGeneral((1, self.qkv_size), use_bias=False, dtype=self.dtype,  # noqa: E731
+        dense = lambda name: nn.DenseGeneral((1, self.qkv_size), use_bias=False, dtype=self.dtype,
                                              name=name)
         dense_q = dense("general_dense_q_0")
         layernorm_q = layer_norm("LayerNorm_0", self.dtype)

@@ -82,7 +82,8 @@ class STATMSAVi(nn.Module):
 
     memory_size: buffer rows L; 0 means the whole clip (the original). slice_size: 0 or the original's
     eval_slice_size, which restarts the buffer every slice_size frames. time_loop "python" unrolls the
-    same step (benchmarks only). remat rematerialises the step in the backward pass.
+    same step (for FLOP counting, where XLA sees a scan body once, and benchmarks). remat rematerialises the
+    step in the backward pass.
     """
 
     encoder: FrameEncoder
@@ -123,7 +124,7 @@ class STATMSAVi(nn.Module):
             raise ValueError(f"time_loop {self.time_loop!r}: expected 'scan' or 'python'")
         decoder = self.decoder.clone(parent=self, name="SpatialBroadcastDecoder_0")
         decoded = decoder(states.reshape(b * t, self.num_slots, -1))
-        unfold = lambda x: x.reshape(b, t, *x.shape[1:])  # noqa: E731
+        unfold = lambda x: x.reshape(b, t, *x.shape[1:])
         return {"states": states, "states_pred": states_pred,
                 **{k: unfold(v) for k, v in decoded.items()}}
 

@@ -39,7 +39,7 @@ def converted_sample(movi_sample_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory):
     """24 train + 6 validation videos, 32x32, 12 frames: cheap enough for every pipeline test."""
-    from data.synthetic import generate
+    from data.synthetic.dataset import generate
 
     out = tmp_path_factory.mktemp("synthetic")
     generate(str(out), num_train=24, num_validation=6, resolution=32, num_frames=12, supersample=1,

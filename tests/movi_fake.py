@@ -3,17 +3,40 @@
 import io
 import json
 import os
+import struct
 
 import numpy as np
 from PIL import Image
 
-from data.tfrecord import build_example, frame_record
+from data.tfds.tfrecord import Example, masked_crc32c
 
 
 def _png(arr):
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def frame_record(payload: bytes) -> bytes:
+    """One TFRecord frame for `payload`: u64 length, its masked CRC32C, the payload, its masked CRC32C."""
+    length = struct.pack("<Q", len(payload))
+    return length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload))
+
+
+def build_example(features: dict) -> bytes:
+    """The inverse of data.tfds.tfrecord.parse_example (bytes lists, float arrays, int arrays)."""
+    example = Example()
+    for key, value in features.items():
+        feature = example.features.feature[key]
+        if isinstance(value, list | tuple) and (not value or isinstance(value[0], bytes)):
+            feature.bytes_list.value.extend(value)
+        else:
+            arr = np.asarray(value).ravel()
+            if arr.dtype.kind == "f":
+                feature.float_list.value.extend(arr.tolist())
+            else:
+                feature.int64_list.value.extend(arr.astype(np.int64).tolist())
+    return example.SerializeToString()
 
 
 def fake_video(rng, name, num_instances, t=6, h=16, w=16, gaps=True):

@@ -7,17 +7,19 @@ import sys
 import numpy as np
 import pytest
 from movi_fake import write_fake_tfds
+from savi_ops import TemporalRandomStridedWindow
 
-from data import pipeline, record_io, records
-from data import transforms as T
 from data.convert_tfds_to_arrayrecord import ConversionError, convert
+from data.pipeline import datasets
+from data.pipeline import transforms as T
+from data.records import codec, shards
 
-quiet = lambda *a, **k: None  # noqa: E731
+quiet = lambda *a, **k: None
 
 
 def read_all(out_dir, split):
-    info = record_io.read_dataset_info(out_dir)
-    src = record_io.VideoRecordSource(record_io.split_files(out_dir, info, split))
+    info = shards.read_dataset_info(out_dir)
+    src = shards.VideoRecordSource(shards.split_files(out_dir, info, split))
     return {src[i].video_name: src.decoded(i) for i in range(len(src))}
 
 
@@ -31,9 +33,9 @@ def sparse_to_dense_reference(boxes, frames, num_frames, k):
 
 
 def test_converted_sample_info(converted_sample):
-    info = record_io.read_dataset_info(converted_sample)
+    info = shards.read_dataset_info(converted_sample)
     assert {s: v["num_records"] for s, v in info["splits"].items()} == {"train": 3, "validation": 2}
-    assert info["max_instances"] == 10 and info["schema_version"] == records.SCHEMA_VERSION
+    assert info["max_instances"] == 10 and info["schema_version"] == codec.SCHEMA_VERSION
     assert info["resolution"] == [128, 128] and info["num_frames"] == 24
     names = read_all(converted_sample, "validation")
     assert sorted(names) == ["101011", "101012"]
@@ -47,14 +49,14 @@ def test_semantics_beyond_the_sample(tmp_path, k):
     out = str(tmp_path / "out")
     info = convert(str(tmp_path / "tfds"), "movi_e/128x128:1.0.0", out, num_workers=1, log=quiet)
     assert info["max_instances"] == 23
-    spec = pipeline.PreprocessSpec(resolution=16, max_instances=k, eval_frames=6)
+    spec = datasets.PreprocessSpec(resolution=16, max_instances=k, eval_frames=6)
     for split in ("train", "validation"):
         for name, rec in read_all(out, split).items():
             truth = truths[name]
             for key in ("video", "segmentations", "depth", "backward_flow"):
                 np.testing.assert_array_equal(rec[key], truth[key])  # lossless
             f = rec
-            for op in pipeline.eval_ops(spec)[1:]:  # [0] decodes a LazyRecord; rec is decoded
+            for op in datasets.eval_ops(spec)[1:]:  # [0] decodes a LazyRecord; rec is decoded
                 f = op.map(f)
             np.testing.assert_array_equal(f["boxes"], sparse_to_dense_reference(truth["boxes"], truth["frames"], 6, k))
             np.testing.assert_array_equal(f["segmentations"], np.where(truth["segmentations"] <= k,
@@ -70,7 +72,7 @@ def test_resumable_and_split_into_tasks(tmp_path):
     # Task 1 of 2 alone cannot finish the dataset: no dataset_info.json yet.
     assert convert(str(tmp_path / "tfds"), "movi_e/128x128:1.0.0", out, task_index=1, num_tasks=2,
                    log=logs.append) is None
-    assert not os.path.exists(os.path.join(out, record_io.INFO_FILE))
+    assert not os.path.exists(os.path.join(out, shards.INFO_FILE))
     done_by_task1 = sorted(glob.glob(f"{out}/*/*.array_record"))
     assert len(done_by_task1) == 1
     mtime = os.path.getmtime(done_by_task1[0])
@@ -116,8 +118,9 @@ def test_corrupt_input_names_shard_and_record(tmp_path, how, bad_record, reason)
 
 def test_cli_errors_are_one_line_and_nonzero(tmp_path):
     shard = _corrupt_copy(tmp_path, "flip")
-    run = lambda *args: subprocess.run([sys.executable, "-m", "data.convert_tfds_to_arrayrecord", *args],  # noqa: E731
-                                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    run = lambda *args: subprocess.run([sys.executable, "-m", "data.convert_tfds_to_arrayrecord", *args],
+                                       capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+                                       timeout=300)
     r = run("--tfds_dir", str(tmp_path / "tfds"), "--dataset", "movi_e/128x128:1.0.0", "--out_dir",
             str(tmp_path / "out"), "--num_workers", "1")
     assert r.returncode == 1 and f"{shard}: record 1: payload CRC mismatch" in r.stderr and "Traceback" not in r.stderr
@@ -131,12 +134,12 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
 
 def test_window_before_decode_equals_savi_order(converted_sample):
     """The pipeline windows raw codes before decoding; SAVi decodes first. Same result."""
-    src = record_io.VideoRecordSource(record_io.split_files(converted_sample, record_io.read_dataset_info(
+    src = shards.VideoRecordSource(shards.split_files(converted_sample, shards.read_dataset_info(
         converted_sample), "train"))
     rec = src.decoded(2)
     rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
-    ours = T.VideoFromRecord().map(T.TemporalRandomStridedWindow(6).random_map(rec, rng_a))
-    savi = T.TemporalRandomStridedWindow(6).random_map(T.VideoFromRecord().map(rec), rng_b)
+    ours = T.VideoFromRecord().map(TemporalRandomStridedWindow(6).random_map(rec, rng_a))
+    savi = TemporalRandomStridedWindow(6).random_map(T.VideoFromRecord().map(rec), rng_b)
     for key in ("video", "segmentations", "depth", "flow", "boxes", "padding_mask", "shape"):
         np.testing.assert_array_equal(ours[key], savi[key])
     assert savi["shape"].tolist() == [24, 128, 128, 3]

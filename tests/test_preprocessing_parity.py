@@ -11,7 +11,8 @@ from conftest import REFERENCE_EVAL, REPO
 # chain -> the config and overrides that produce it (no code edits: config alone)
 CHAINS = {
     "savi_s_eval": ("configs/movi_a_statm_savi_small.py", []),
-    "savi_m_eval": ("configs/movi_a_statm_savi_small.py", ["--config.data.resolution=128"]),
+    "savi_m_eval": ("configs/movi_a_statm_savi_small.py", ["--config.data.resolution=128",
+                                                          "--config.model.decoder.resolution=16"]),
     "savipp_eval": ("configs/movi_e_statm_savi_pp.py", ["--config.max_instances=10"]),
 }
 KEYS = ("video", "segmentations", "flow", "depth", "boxes", "padding_mask", "shape")
@@ -31,10 +32,10 @@ def compare(ours, ref, chain, name):
 def test_preview_cli_reproduces_savi_eval_chain(chain, converted_sample, tmp_path):
     config, overrides = CHAINS[chain]
     out = tmp_path / "preview.npz"
-    r = subprocess.run([sys.executable, "-m", "data.preview", "--config", config,
+    r = subprocess.run([sys.executable, "-m", "data.tools.preview", "--config", config,
                         f"--config.data.data_dir={converted_sample}", *overrides, "--split", "validation",
                         "--num_examples", "2", "--out", str(out), "--png_dir", str(tmp_path / "png")],
-                       cwd=REPO, capture_output=True, text=True)
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     ref, got = np.load(REFERENCE_EVAL), np.load(out)
     names = sorted({k.split("/")[0] for k in got.files})
@@ -46,13 +47,14 @@ def test_preview_cli_reproduces_savi_eval_chain(chain, converted_sample, tmp_pat
 
 def test_batched_eval_pipeline_reproduces_reference(converted_sample):
     """The same through the batched Grain eval pipeline (padding to the batch, `mask`)."""
-    from data import pipeline, record_io
+    from data.pipeline import datasets
+    from data.records import shards
 
-    info = record_io.read_dataset_info(converted_sample)
-    src = record_io.VideoRecordSource(record_io.split_files(converted_sample, info, "validation"))
+    info = shards.read_dataset_info(converted_sample)
+    src = shards.VideoRecordSource(shards.split_files(converted_sample, info, "validation"))
     ref = np.load(REFERENCE_EVAL)
-    spec = pipeline.PreprocessSpec(resolution=128, max_instances=10, depth_transform="log_plus")
-    batches = list(pipeline.eval_dataset(src, spec, global_batch_size=3, keep_names=True))
+    spec = datasets.PreprocessSpec(resolution=128, max_instances=10, depth_transform="log_plus")
+    batches = list(datasets.eval_dataset(src, spec, global_batch_size=3, raw=True))
     assert len(batches) == 1 and batches[0]["mask"].tolist() == [True, True, False]
     for i in range(2):
         ex = {k: v[i] for k, v in batches[0].items()}

@@ -6,8 +6,8 @@ import pytest
 from model_fixtures import tiny_config, tiny_inputs, tiny_model
 from test_pipeline import train_ds
 
-from data import pipeline
-from data import transforms as T
+from data import batch
+from data.pipeline import datasets
 from model import build
 from model.decoder import with_readout_bias
 
@@ -44,8 +44,8 @@ def test_readout_bias_of_the_wrong_shape_is_refused():
 
 def test_target_means_average_the_first_train_elements_without_advancing(tiny_synthetic):
     ds = train_ds(tiny_synthetic)
-    means = pipeline.target_means(ds, ("flow", "video"), 3)
-    flows = [T.flow_codes_to_float(ds[i]["flow"]) for i in range(3)]  # train flow arrives as uint8 codes
+    means = datasets.target_means(ds, batch.train_schema(("flow", "video")), ("flow", "video"), 3)
+    flows = [batch.codes_to_float(ds[i]["flow"]) for i in range(3)]  # train flow arrives as uint8 codes
     videos = [ds[i]["video"] for i in range(3)]
     for key, arrays in (("flow", flows), ("video", videos)):
         expected = np.mean([a.reshape(-1, 3).astype(np.float64).mean(0) for a in arrays], axis=0)

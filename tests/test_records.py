@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from data import records
+from data.records import codec
 
 
 def make_video(t=3, h=8, w=8, k=2, name="v0"):
@@ -23,38 +23,38 @@ def make_video(t=3, h=8, w=8, k=2, name="v0"):
 
 def test_roundtrip_is_lossless():
     v = make_video()
-    d = records.decode(records.encode(v))
-    for key in records.FIELDS:
+    d = codec.decode(codec.encode(v))
+    for key in codec.FIELDS:
         assert d[key].dtype == v[key].dtype and d[key].shape == np.shape(v[key])
         np.testing.assert_array_equal(d[key], v[key])
     assert d["video_name"] == "v0"
 
 
 def test_truncated_record_names_file_and_index():
-    b = records.encode(make_video())
-    with pytest.raises(records.DataError, match=r"f\.array_record: record 7: truncated record"):
-        records.decode(b[: len(b) - 100], "f.array_record", 7)
+    b = codec.encode(make_video())
+    with pytest.raises(codec.DataError, match=r"f\.array_record: record 7: truncated record"):
+        codec.decode(b[: len(b) - 100], "f.array_record", 7)
 
 
 def test_wrong_schema_version():
-    b = records.encode(make_video()).replace(b'"schema_version":1', b'"schema_version":9')
-    with pytest.raises(records.DataError, match="record 3: record schema version 9, this code reads version 1"):
-        records.decode(b, "f", 3)
+    b = codec.encode(make_video()).replace(b'"schema_version":1', b'"schema_version":9')
+    with pytest.raises(codec.DataError, match="record 3: record schema version 9, this code reads version 1"):
+        codec.decode(b, "f", 3)
 
 
 def test_missing_field():
-    b = records.encode(make_video()).replace(b'"depth_range"', b'"depth_rangX"')
-    with pytest.raises(records.DataError, match=r"record 0: missing fields \['depth_range'\]"):
-        records.decode(b, "f", 0)
+    b = codec.encode(make_video()).replace(b'"depth_range"', b'"depth_rangX"')
+    with pytest.raises(codec.DataError, match=r"record 0: missing fields \['depth_range'\]"):
+        codec.decode(b, "f", 0)
 
 
 def test_not_a_record():
-    with pytest.raises(records.DataError, match="not a STATM-SAVi video record"):
-        records.decode(b"x" * 64, "f", 0)
+    with pytest.raises(codec.DataError, match="not a STATM-SAVi video record"):
+        codec.decode(b"x" * 64, "f", 0)
 
 
 def test_encode_validates_shapes():
     v = make_video()
     v["depth"] = v["depth"][:, :4]
     with pytest.raises(ValueError, match="'depth' has shape"):
-        records.encode(v)
+        codec.encode(v)

@@ -24,7 +24,8 @@ def verify_cli(path):
 @pytest.fixture(scope="module")
 def pp_completed(tmp_path_factory):
     out = tmp_path_factory.mktemp("pp") / "pp_full.npz"
-    subprocess.run([sys.executable, os.path.join(SHARED, "reference", "regen.py"), PP, str(out)], check=True)
+    subprocess.run([sys.executable, os.path.join(SHARED, "reference", "regen.py"), PP, str(out)], check=True,
+                   timeout=600)
     return str(out)
 
 
@@ -81,7 +82,7 @@ def test_groupnorm_layout_of_the_older_environment(pp_completed):
     meta, _, params = seed_import.load_reference(pp_completed)
     _, expected = seed_import.model_for(meta["seed_config"], 10, 1, 128, 1)
     a = seed_import.convert_tree(params, expected, "pp")
-    is_gn = lambda p: p.split("/")[-2] in ("init_bn", "bn1", "bn2", "proj_bn")  # noqa: E731
+    is_gn = lambda p: p.split("/")[-2] in ("init_bn", "bn1", "bn2", "proj_bn")
     old = {p: (v.reshape(1, 1, 1, -1) if is_gn(p) else v) for p, v in params.items()}
     # root + 16 blocks x 2 + 3 projections = 36 GroupNorms, scale and bias each
     assert sum(v.ndim == 4 and v.shape[:3] == (1, 1, 1) for v in old.values()) == 2 * 36
@@ -101,7 +102,8 @@ def test_convert_clu_flax_checkpoint_to_orbax(tmp_path):
     (ckpt_dir / "ckpt-1.flax").write_bytes(serialization.msgpack_serialize(state))
     out = tmp_path / "orbax"
     r = subprocess.run([sys.executable, "-m", "model.seed_import", "convert", "--checkpoint", str(ckpt_dir),
-                        "--reference_config", SMALL, "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+                        "--reference_config", SMALL, "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr
     restored = ocp.StandardCheckpointer().restore(str(out / "params"))
     flat = seed_import.flatten(restored)

@@ -8,8 +8,12 @@ import numpy as np
 import optax
 from model_fixtures import tiny_inputs, tiny_model
 
+from data import batch as schema_lib
+from data.pipeline import transforms as T
 from trainer import state as state_lib
 from trainer import steps
+
+FLOAT_FLOW = schema_lib.Schema((schema_lib.VIDEO, schema_lib.BOXES, schema_lib.FLOW))
 
 
 def batch(seed=0):
@@ -23,7 +27,7 @@ def run_steps(grad_accum_steps, n=2):
     optimizer = state_lib.make_optimizer(1e-3, 1, 10, 0.05)
     st = state_lib.create_train_state(params, optimizer)
     step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, targets=("flow",),
-                                     grad_accum_steps=grad_accum_steps))
+                                     schema=FLOAT_FLOW, grad_accum_steps=grad_accum_steps))
     out = []
     for i in range(n):
         st, m = step(st, batch(i))
@@ -53,19 +57,19 @@ def test_first_update_has_learning_rate_zero():
 def test_loss_is_sum_over_pixels_mean_over_videos():
     out = {"flow": jnp.ones((2, 3, 4, 4, 3))}
     b = {"flow": jnp.zeros((2, 3, 4, 4, 3))}
-    total, per = steps.reconstruction_loss(out, b, ("flow",))
+    total, per = steps.reconstruction_loss(out, b, ("flow",), FLOAT_FLOW)
     assert float(total) == float(per["flow"]) == 3 * 4 * 4 * 3
 
 
 def test_uint8_flow_codes_give_the_same_loss_as_float_flow():
-    """Train batches carry flow as uint8 codes: the loss must equal the one on flow_to_rgb's float32 values."""
-    from data import transforms as T
-
+    """Train batches carry flow as uint8 codes, as their schema states: the loss must equal the one on
+    flow_to_rgb's float32 values."""
     model, params = tiny_model()
     video, boxes = tiny_inputs(batch=2, frames=3, seed=4)
     codes = T.flow_to_rgb_codes(np.random.default_rng(4).normal(0, 4, (2, 3, 16, 16, 2)).astype(np.float32))
     out = model.apply({"params": params}, video, boxes)
-    loss = jax.jit(lambda o, b: steps.reconstruction_loss(o, b, ("flow",))[0])
-    as_codes = loss(out, {"flow": jnp.asarray(codes)})
-    as_float = loss(out, {"flow": jnp.asarray(T.flow_codes_to_float(codes))})  # NumPy's conversion
+    train = schema_lib.train_schema(("flow",))
+    as_codes = jax.jit(lambda o, b: steps.reconstruction_loss(o, b, ("flow",), train)[0])(out, {"flow": codes})
+    floats = schema_lib.codes_to_float(codes)  # NumPy's conversion
+    as_float = jax.jit(lambda o, b: steps.reconstruction_loss(o, b, ("flow",), FLOAT_FLOW)[0])(out, {"flow": floats})
     assert float(as_codes) == float(as_float) and float(as_codes) > 0

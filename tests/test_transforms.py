@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+from savi_ops import TemporalRandomStridedWindow
 
-from data import transforms as T
+from data.batch import codes_to_float
+from data.pipeline import transforms as T
 
 
 def test_resize_128_to_64_is_block_mean_and_odd_pick():
@@ -46,18 +48,18 @@ def test_flow_codes_become_flow_to_rgb_floats_exactly_on_the_device():
     flow = np.random.default_rng(3).normal(0, 5, (2, 3, 16, 16, 2)).astype(np.float32)
     codes = T.flow_to_rgb_codes(flow)
     assert codes.dtype == np.uint8 and len(np.unique(codes)) > 50
-    on_device = np.asarray(jax.jit(T.flow_codes_to_float)(jnp.asarray(codes)))
+    on_device = np.asarray(jax.jit(codes_to_float)(jnp.asarray(codes)))
     assert on_device.dtype == np.float32
     np.testing.assert_array_equal(on_device.view(np.int32), T.flow_to_rgb(flow).view(np.int32))
 
 
 def test_strided_window_picks_non_overlapping_windows_uniformly():
     f = {"video": np.arange(24)[:, None, None, None] * np.ones((24, 2, 2, 3)), "boxes": np.zeros((24, 3, 4))}
-    starts = [int(T.TemporalRandomStridedWindow(6).random_map(f, np.random.default_rng(s))["video"][0, 0, 0, 0])
+    starts = [int(TemporalRandomStridedWindow(6).random_map(f, np.random.default_rng(s))["video"][0, 0, 0, 0])
               for s in range(400)]
     values, counts = np.unique(starts, return_counts=True)
     assert values.tolist() == [0, 6, 12, 18] and counts.min() > 70
-    short = T.TemporalRandomStridedWindow(10).random_map(f, np.random.default_rng(1))
+    short = TemporalRandomStridedWindow(10).random_map(f, np.random.default_rng(1))
     assert short["video"].shape[0] == 10 and short["boxes"].shape[0] == 10
 
 

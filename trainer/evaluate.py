@@ -1,19 +1,22 @@
-"""One evaluation pass over the validation split: metrics for the model and the static-box baseline, pictures."""
+"""Evaluation: one pass over the validation split (the model and the static-box baseline, pictures), its log
+line during training, and `--mode eval` on a saved checkpoint."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from data import pipeline
-from trainer import baselines, metrics, visualize
+from data import pictures
+from data.pipeline import datasets
+from trainer import baselines, metrics, steps, writers
 from trainer.mesh import global_batch
-
-MODEL_KEYS = ("video", "boxes", "segmentations", "padding_mask", "flow", "depth")
+from trainer.run import Run, setup
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -21,13 +24,21 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def evaluate(params: Any, eval_step, eval_src, spec: pipeline.PreprocessSpec, *, batch_size: int, mesh,
-             num_slots: int, max_instances: int, writer=None, picture_dir: str | None = None, step: int = 0,
-             num_pictures: int = 2, is_primary: bool = True) -> dict[str, float]:
+def make_eval_step(run: Run):
+    c = run.config
+    return steps.jit_eval_step(run.model, c.num_slots, c.max_instances, c.eval_slice_size, run.replicated,
+                               run.batch_sharding)
+
+
+def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | None, writer=None,
+             num_pictures: int = 2) -> dict[str, float]:
+    """Means over the real videos of the split: ARI, FG-ARI, mIoU for the model and the static-box baseline."""
+    c = run.config
     model_acc, baseline_acc = metrics.MeanOverVideos(), metrics.MeanOverVideos()
     pictures_done = 0
-    for local in pipeline.eval_batches(eval_src, spec, batch_size, jax.process_index(), jax.process_count()):
-        batch = global_batch({k: v for k, v in local.items() if k in MODEL_KEYS or k == "mask"}, mesh)
+    for local in datasets.eval_batches(run.eval_source, run.spec, c.eval_batch_size, jax.process_index(),
+                                       jax.process_count()):
+        batch = global_batch(local, run.mesh)
         out = eval_step(params, {k: v for k, v in batch.items() if k != "mask"})
         host = {k: to_host(out[k]) for k in ("ari", "fg_ari", "miou", "has_objects")}
         mask, boxes, gt = to_host(batch["mask"]), to_host(batch["boxes"]), to_host(batch["segmentations"])
@@ -35,13 +46,42 @@ def evaluate(params: Any, eval_step, eval_src, spec: pipeline.PreprocessSpec, *,
         model_acc.update(host, mask)
         static = baselines.static_box_segmentation(boxes, *gt.shape[1:])
         baseline_acc.update({k: np.asarray(v) for k, v in metrics.video_metrics(
-            gt, static, num_slots, max_instances, valid).items()}, mask)
+            gt, static, c.num_slots, c.max_instances, valid).items()}, mask)
         if picture_dir and pictures_done < num_pictures:
             pictures_done += _pictures(batch, out, mask, picture_dir, step, num_pictures - pictures_done, writer,
-                                       is_primary)
+                                       run.is_primary)
     result = model_acc.result()
     result.update({f"static_box_{k}": v for k, v in baseline_acc.result().items() if k != "num_videos"})
     return result
+
+
+def evaluate_and_log(run: Run, eval_step, params: Any, step: int,
+                     progress: writers.Progress | None = None) -> dict[str, float]:
+    """An evaluation during training: scalars to the writer, one console line, the progress clock paused."""
+    start = time.perf_counter()
+    result = evaluate(run, eval_step, params, step, os.path.join(run.workdir, "pictures"), run.writer)
+    run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+    if run.is_primary:
+        print(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
+    if progress is not None:
+        progress.pause(time.perf_counter() - start)
+    return result
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict[str, Any]:
+    """--mode eval: the latest checkpoint (or `step`) on the full validation split; pictures to pictures_eval/."""
+    run = setup(config, workdir, mode="eval")
+    try:
+        available = run.checkpoints.manager.all_steps()
+        step = run.checkpoints.latest_step() if step is None else step
+        if step is None or step not in available:
+            raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in {run.checkpoints.directory} "
+                                    f"(available: {list(available)})")
+        state, _, _ = run.checkpoints.restore(step, run.abstract_state)
+        result = evaluate(run, make_eval_step(run), state.params, step, os.path.join(run.workdir, "pictures_eval"))
+    finally:
+        run.close()
+    return {"step": step, **result}
 
 
 def _pictures(batch, out, mask, picture_dir, step, n, writer, is_primary) -> int:
@@ -50,14 +90,14 @@ def _pictures(batch, out, mask, picture_dir, step, n, writer, is_primary) -> int
     preds = {k: to_host(out[k]) for k in ("pred_segmentations", "alphas", f"pred_{target}")}
     done = 0
     for i in np.nonzero(mask)[0][:n]:
-        rows = visualize.rows_for_video(arrays["video"][i], arrays["segmentations"][i],
+        rows = pictures.prediction_rows(arrays["video"][i], arrays["segmentations"][i],
                                         preds["pred_segmentations"][i], preds["alphas"][i], arrays[target][i],
                                         preds[f"pred_{target}"][i])
         if is_primary:
             os.makedirs(picture_dir, exist_ok=True)
             stem = os.path.join(picture_dir, f"step{step:07d}_video{done}")
-            image = visualize.save_png(stem + ".png", rows)
-            visualize.save_gif(stem + ".gif", rows)
+            image = pictures.save_png(stem + ".png", rows)
+            pictures.save_gif(stem + ".gif", rows)
             if writer is not None:
                 writer.write_images(step, {f"eval/video{done}": image})
         done += 1

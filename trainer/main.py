@@ -13,9 +13,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs.overrides import check_config_overrides
-from data.records import DataError
-from trainer import summary, train
+from cli.config_flags import check_config_overrides
+from data.records.codec import DataError
+from trainer import evaluate, summary, train
+from trainer.run import TrainingDiverged
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, metrics, TensorBoard, pictures.")
@@ -29,10 +30,10 @@ def main(argv) -> int:
     config = _CONFIG.value
     try:
         if _MODE.value == "eval":
-            print(json.dumps(train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value), indent=1))
+            print(json.dumps(evaluate.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value), indent=1))
         else:
             print(summary.report(train.train_and_evaluate(config, _WORKDIR.value), _WORKDIR.value), flush=True)
-    except train.TrainingDiverged as e:
+    except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except (DataError, ValueError, FileNotFoundError, OSError) as e:

@@ -11,6 +11,8 @@ from typing import Any
 
 import jax
 
+from trainer import steps
+
 # Dense (no sparsity) peak FLOP/s per device from the vendors' data sheets: bf16 tensor cores, and TF32
 # tensor cores (what XLA's default matmul precision uses for float32 on these GPUs). Matched in order
 # against jax.Device.device_kind, lower-cased; more specific names first.
@@ -45,11 +47,15 @@ def lowered_flops(lowered: Any) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def per_device_step_flops(jitted_step: Any, state: Any, batch: Any) -> float | None:
-    """FLOPs of one global train step, per device.
+def step_flops_per_device(model: Any, optimizer: Any, targets: tuple[str, ...], schema: Any, schedule: Any,
+                          state_sharding: Any, batch_sharding: Any, state: Any, batch: Any) -> float | None:
+    """FLOPs of one global train step of `model`, per device.
 
-    `jitted_step` must have its time loop unrolled (time_loop="python"): XLA's cost analysis counts a
-    while-loop (scan) body once, whatever its trip count. It is only lowered, never compiled or run. The
-    global FLOPs are shared evenly by the data-parallel devices."""
-    flops = lowered_flops(jitted_step.lower(state, batch))
+    Counted on the same step with its time loop unrolled (time_loop="python"): XLA's cost analysis counts a
+    while-loop (scan) body once, whatever its trip count. Without gradient-accumulation micro-batches (a scan
+    as well; the FLOPs are the same). Only lowered, never compiled or run; state and batch may be abstract.
+    The global FLOPs are shared evenly by the data-parallel devices."""
+    unrolled = steps.jit_train_step(model.clone(time_loop="python"), optimizer, targets, schema, 1, schedule,
+                                    state_sharding, batch_sharding)
+    flops = lowered_flops(unrolled.lower(state, batch))
     return None if flops is None else flops / jax.device_count()

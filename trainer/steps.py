@@ -9,32 +9,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from data.transforms import train_target_to_float
+from data.batch import Schema
 from trainer import metrics
 from trainer.state import TrainState
 
 
-def reconstruction_loss(outputs: dict, batch: dict, targets: tuple[str, ...]) -> tuple[jnp.ndarray, dict]:
+def reconstruction_loss(outputs: dict, batch: dict, targets: tuple[str, ...],
+                        schema: Schema) -> tuple[jnp.ndarray, dict]:
     """Per target: the sum of squared errors over (T, H, W, C) of each video, mean over the batch; targets
-    summed with weight 1 (the original's `recon` loss; lr and the 0.05 clip are tuned to this scale)."""
+    summed with weight 1 (the original's `recon` loss; lr and the 0.05 clip are tuned to this scale). Targets
+    are decoded as the batch schema states (train flow arrives as uint8 colour codes, data/batch.py)."""
     losses = {}
     for key in targets:
-        # Train batches carry flow as flow_to_rgb's uint8 codes (4x fewer bytes to the device); the pipeline's
-        # own conversion makes the target equal flow_to_rgb's float32 bit for bit.
-        err = (outputs[key].astype(jnp.float32) - train_target_to_float(batch[key])) ** 2
+        err = (outputs[key].astype(jnp.float32) - schema.to_float(key, batch[key])) ** 2
         losses[key] = jnp.mean(jnp.sum(err.reshape(err.shape[0], -1), axis=1))
     return sum(losses.values()), losses
 
 
 def train_step(state: TrainState, batch: dict, *, model, optimizer: optax.GradientTransformation,
-               targets: tuple[str, ...], grad_accum_steps: int = 1, schedule=None) -> tuple[TrainState, dict]:
+               targets: tuple[str, ...], schema: Schema, grad_accum_steps: int = 1,
+               schedule=None) -> tuple[TrainState, dict]:
     """One update. With grad_accum_steps > 1 the batch is split into equal micro-batches whose gradients are
     averaged, which equals one step on the whole batch (the loss is a mean over videos). A non-finite loss or
     gradient leaves the state unchanged and is reported in the metrics (the loop aborts on it)."""
 
     def loss_fn(params, micro):
         out = model.apply({"params": params}, micro["video"], micro["boxes"])
-        total, per_target = reconstruction_loss(out, micro, targets)
+        total, per_target = reconstruction_loss(out, micro, targets, schema)
         return total, per_target
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -56,7 +57,9 @@ def train_step(state: TrainState, batch: dict, *, model, optimizer: optax.Gradie
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    def keep(new, old):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+
     new_state = TrainState(step=state.step + finite.astype(jnp.int32), params=keep(params, state.params),
                            opt_state=keep(opt_state, state.opt_state))
     out = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
@@ -76,8 +79,8 @@ def eval_step(params: Any, batch: dict, *, model, num_slots: int, max_instances:
             **{f"pred_{k}": out[k] for k in ("flow", "depth", "video") if k in out}}
 
 
-def jit_train_step(model, optimizer, targets, grad_accum_steps, schedule, state_sharding, batch_sharding):
-    fn = functools.partial(train_step, model=model, optimizer=optimizer, targets=tuple(targets),
+def jit_train_step(model, optimizer, targets, schema, grad_accum_steps, schedule, state_sharding, batch_sharding):
+    fn = functools.partial(train_step, model=model, optimizer=optimizer, targets=tuple(targets), schema=schema,
                            grad_accum_steps=grad_accum_steps, schedule=schedule)
     return jax.jit(fn, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
                    donate_argnums=(0,))

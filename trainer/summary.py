@@ -12,7 +12,7 @@ def report(result: dict, workdir: str) -> str:
              final.get("static_box_miou"))]
     if initial:
         rows.append(("untrained model (step 0)", initial.get("fg_ari"), initial.get("ari"), initial.get("miou")))
-    fmt = lambda v: "   -  " if v is None else f"{100 * v:6.2f}"  # noqa: E731
+    fmt = lambda v: "   -  " if v is None else f"{100 * v:6.2f}"
     lines = [f"validation ({final.get('num_videos', 0)} videos, all frames)    FG-ARI    ARI   mIoU",
              *(f"  {name:<38s}{fmt(f)} {fmt(a)} {fmt(m)}" for name, f, a, m in rows)]
     margin = final.get("fg_ari", 0) - final.get("static_box_fg_ari", 0)

@@ -1,8 +1,12 @@
 """Metric sinks: TensorBoard events without TensorFlow and metrics.jsonl, behind clu's MetricWriter interface;
-a console progress line. Only process 0 writes (`create_writer` returns a no-op elsewhere)."""
+a console progress line. Only process 0 writes (`create_writer` returns a no-op elsewhere).
+
+clu's interface is loaded when the first writer is created, not when this module is imported, and our sinks
+are registered as its (virtual) subclasses once they are checked to implement every abstract method."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -13,7 +17,8 @@ from typing import Any
 import numpy as np
 
 
-def _clu_metric_writer():
+@functools.cache
+def clu_metric_writer() -> type:
     """clu's MetricWriter ABC, loaded from its own file: `import clu.metric_writers` runs a package __init__
     that imports TensorFlow (clu 0.0.12); interface.py itself needs only numpy and jax."""
     origin = importlib.util.find_spec("clu").origin
@@ -24,10 +29,7 @@ def _clu_metric_writer():
     return module.MetricWriter
 
 
-MetricWriter = _clu_metric_writer()
-
-
-class TensorBoardWriter(MetricWriter):
+class TensorBoardWriter:
     """Event files through tensorboardX."""
 
     def __init__(self, logdir: str):
@@ -72,7 +74,7 @@ class TensorBoardWriter(MetricWriter):
         self._w.close()
 
 
-class JsonlWriter(MetricWriter):
+class JsonlWriter:
     """metrics.jsonl: one JSON object per write_scalars call, {"step": N, name: value, ...}."""
 
     def __init__(self, path: str):
@@ -110,7 +112,7 @@ class JsonlWriter(MetricWriter):
         self._f.close()
 
 
-class MultiWriter(MetricWriter):
+class MultiWriter:
     def __init__(self, writers: list):
         self._writers = writers
 
@@ -149,8 +151,20 @@ class MultiWriter(MetricWriter):
         self._all("close")
 
 
-def create_writer(workdir: str, is_primary: bool) -> MetricWriter:
+def register_with_clu() -> type:
+    """Registers our sinks as implementations of clu's MetricWriter (isinstance holds); returns that ABC."""
+    interface = clu_metric_writer()
+    for cls in (TensorBoardWriter, JsonlWriter, MultiWriter):
+        missing = sorted(m for m in interface.__abstractmethods__ if not callable(getattr(cls, m, None)))
+        if missing:
+            raise TypeError(f"{cls.__name__} does not implement clu's MetricWriter: missing {missing}")
+        interface.register(cls)
+    return interface
+
+
+def create_writer(workdir: str, is_primary: bool) -> MultiWriter:
     """TensorBoard under WORKDIR/tensorboard plus WORKDIR/metrics.jsonl on process 0; nothing elsewhere."""
+    register_with_clu()
     if not is_primary:
         return MultiWriter([])
     return MultiWriter([TensorBoardWriter(os.path.join(workdir, "tensorboard")),

@@ -19,6 +19,8 @@ from typing import Any
 import grain
 import numpy as np
 
+from data.batch import codes_to_float
+
 Features = dict[str, Any]
 F32 = np.float32
 TEMPORAL_KEYS = ("video", "segmentations", "padding_mask", "flow", "depth", "boxes", "backward_flow")
@@ -166,19 +168,6 @@ def _crop_or_pad_time(x: np.ndarray, start: int, length: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class TemporalRandomStridedWindow(grain.transforms.RandomMap):
-    """One of the ceil(T/length) non-overlapping windows [0:L], [L:2L], …, uniformly."""
-
-    length: int
-
-    def random_map(self, f: Features, rng: np.random.Generator) -> Features:
-        start = strided_window_start(f["video"].shape[0], self.length, rng)
-        out = {k: (_crop_or_pad_time(v, start, self.length) if k in TEMPORAL_KEYS else v) for k, v in f.items()}
-        out.setdefault("shape", np.array(f["video"].shape, np.int32))
-        return out
-
-
-@dataclasses.dataclass(frozen=True)
 class TemporalCropOrPad(grain.transforms.Map):
     length: int
 
@@ -292,19 +281,7 @@ class TransformDepth(grain.transforms.Map):
 
 def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
     """SAVi's flow_tensor_to_rgb_tensor + convert_image_dtype round trip: (…, H, W, 2) -> (…, H, W, 3) float32."""
-    return flow_codes_to_float(flow_to_rgb_codes(flow))
-
-
-def flow_codes_to_float(codes):
-    """uint8 colour codes -> float32, as convert_image_dtype(uint8 -> float32): codes * (1/255). The same
-    expression runs on the device for train batches (NumPy or jax.numpy arrays alike)."""
-    return codes.astype(F32) * F32(1.0 / 255.0)
-
-
-def train_target_to_float(x):
-    """A train-batch target as float32. uint8 means flow_to_rgb's codes (the only uint8 target): the
-    train step runs this on the device, and target means on the host."""
-    return flow_codes_to_float(x) if x.dtype == np.uint8 else x.astype(F32)
+    return codes_to_float(flow_to_rgb_codes(flow))
 
 
 def flow_to_rgb_codes(flow: np.ndarray) -> np.ndarray:
@@ -328,8 +305,7 @@ def flow_to_rgb_codes(flow: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class FlowToRGB(grain.transforms.Map):
-    """codes=True keeps the uint8 colour codes (train batches: a quarter of the bytes to stack and move; the
-    train step converts them with flow_codes_to_float on the device)."""
+    """codes=True keeps the uint8 colour codes, as the train batch schema carries flow (data/batch.py)."""
 
     codes: bool = False
 

@@ -1,6 +1,6 @@
 """Dump preprocessed eval examples (exactly what the model is fed) to .npz, plus PNG previews.
 
-    python -m data.preview --config configs/movi_a_statm_savi_small.py --config.data.data_dir=DIR \
+    python -m data.tools.preview --config configs/movi_a_statm_savi_small.py --config.data.data_dir=DIR \
         --split validation --num_examples 2 --out /tmp/preview.npz --png_dir /tmp/preview_png
 
 Keys: `<video_name>/<key>` for video, segmentations, flow, depth, boxes, padding_mask (and shape).
@@ -16,10 +16,14 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from configs.overrides import check_config_overrides
-from data import pictures, pipeline, records
+from cli.config_flags import check_config_overrides
+from configs.validate import validate
+from data import batch, pictures
+from data.pipeline import datasets
+from data.records import codec
 
-KEYS = ("video", "segmentations", "flow", "depth", "boxes", "padding_mask", "shape")
+# The eval batch's keys (data/batch.py) without the padding flag, plus the source video's shape.
+KEYS = (*(k for k in batch.EVAL.keys if k != "mask"), "shape")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 _SPLIT = flags.DEFINE_string("split", "validation", "Split to preview.")
@@ -34,10 +38,11 @@ def main(argv):
         raise app.UsageError("--out is required")
     config = _CONFIG.value
     try:
-        spec = pipeline.spec_from_config(config)
-        source = pipeline.open_split(config.data.data_dir, _SPLIT.value, spec.max_instances)
-        examples = pipeline.eval_examples(source, spec, _NUM.value)
-    except (records.DataError, ValueError) as e:
+        validate(config)
+        spec = datasets.spec_from_config(config)
+        source = datasets.open_split(config.data.data_dir, _SPLIT.value, spec.max_instances)
+        examples = datasets.eval_examples(source, spec, _NUM.value)
+    except (codec.DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     arrays = {f"{ex['video_name']}/{k}": ex[k] for ex in examples for k in KEYS}
@@ -48,7 +53,7 @@ def main(argv):
         os.makedirs(_PNG_DIR.value, exist_ok=True)
         for ex in examples:
             path = os.path.join(_PNG_DIR.value, f"{ex['video_name']}.png")
-            Image.fromarray(pictures.example_grid(ex)).save(path)
+            Image.fromarray(pictures.grid(pictures.example_rows(ex, batch.EVAL))).save(path)
         print(f"wrote {len(examples)} PNG preview(s) to {_PNG_DIR.value}")
     return 0
 

@@ -36,12 +36,6 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def frame_record(payload: bytes) -> bytes:
-    """One TFRecord frame for `payload` (used by tests to build shards, and for fixtures)."""
-    length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload))
-
-
 def iter_tfrecord(path: str, check_crc: bool = True) -> Iterator[tuple[int, bytes | TFRecordError]]:
     """Yields (index, payload) per record; a bad record yields (index, TFRecordError) and, when the framing
     itself is lost (truncation, bad length CRC), ends the iteration, since later offsets are unknown."""
@@ -134,19 +128,3 @@ def parse_example(payload: bytes) -> dict[str, Any]:
         else:  # an empty feature (TFDS writes these for empty sequences)
             out[key] = np.zeros((0,), np.float32)
     return out
-
-
-def build_example(features: dict[str, Any]) -> bytes:
-    """The inverse of parse_example (bytes lists, float arrays, int arrays): for test fixtures."""
-    example = Example()
-    for key, value in features.items():
-        feature = example.features.feature[key]
-        if isinstance(value, list | tuple) and (not value or isinstance(value[0], bytes)):
-            feature.bytes_list.value.extend(value)
-        else:
-            arr = np.asarray(value).ravel()
-            if arr.dtype.kind == "f":
-                feature.float_list.value.extend(arr.tolist())
-            else:
-                feature.int64_list.value.extend(arr.astype(np.int64).tolist())
-    return example.SerializeToString()

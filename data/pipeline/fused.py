@@ -1,14 +1,14 @@
 """The train chain's per-pixel work as one compiled loop (numba): dequantise, crop, resize, log depth, flow->RGB.
 
-NumPy runs SAVi's ops one array at a time, each pass through memory; on a 2-core machine that costs ~50 ms
-per 6-frame 128x128 clip. These kernels resize separably (each needed source row is interpolated across once,
-then rows are blended in contiguous loops), with the same float32 operations in the same order as
-data/transforms.py (TF's bilinear top/bottom/lerp, SAVi's dequantisation and flow_to_rgb). It is equal to the
-NumPy chain except where our atan2f/logf and NumPy's round differently in the last bits; tests/test_fused.py
-bounds that (log depth within 2 ulp; flow colour codes identical on >= 99.9% of pixels, otherwise off by one).
-Flow leaves as flow_to_rgb's uint8 codes (a quarter of the bytes); the train step divides by 255 on the
-device, which gives flow_to_rgb's float32 values exactly. Eval keeps the NumPy chain, which is tested
-against SAVi's TensorFlow outputs.
+NumPy runs SAVi's ops one array at a time, each pass through memory: about 21 ms per 6-frame 128x128 clip on
+one core of this 2-core machine, against 2.6 ms for this pass (48 against 380 videos/s per element,
+BENCHMARKS.md, train-pipeline table, 2026-12-01 rows). These kernels resize separably (each needed source row
+is interpolated across once, then rows are blended in contiguous loops), with the same float32 operations in
+the same order as data/pipeline/transforms.py (TF's bilinear top/bottom/lerp, SAVi's dequantisation and
+flow_to_rgb). It is equal to the NumPy chain except where our atan2f/logf and NumPy's round differently in the
+last bits; tests/test_fused.py bounds that (log depth within 2 ulp; flow colour codes identical on >= 99.9% of
+pixels, otherwise off by one). Flow leaves as flow_to_rgb's uint8 codes, as the train batch schema states
+(data/batch.py). Eval keeps the NumPy chain, which is tested against SAVi's TensorFlow outputs.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import grain
 import numba
 import numpy as np
 
-from data import allocator
-from data import transforms as T
+from data.pipeline import transforms as T
 
 F32 = np.float32
 
@@ -69,11 +68,11 @@ def _cols(rows, y0, y1, wy, first, mul, out):  # pragma: no cover
 
 
 @numba.njit(**_JIT)
-def _resize(video, depth, flow, seg, depth_scale, depth_lo, flow_scale, flow_lo, ylo, yhi, yl, xlo, xhi, xl,
-            ny, nx, flow_mul_r, flow_mul_c, out_video, out_depth, out_flow2, out_seg):  # pragma: no cover
+def _resize(video, depth, flow, depth_scale, depth_lo, flow_scale, flow_lo, ylo, yhi, yl, xlo, xhi, xl,
+            flow_mul_r, flow_mul_c, out_video, out_depth, out_flow2):  # pragma: no cover
     """Dequantise + crop + bilinear resize of video, depth and flow, separably: each needed source row is
     interpolated across once (TF's top/bottom lerps), then rows are blended (TF's final lerp) in contiguous,
-    vectorised loops. The float32 operations and their order equal the 4-tap form's. Nearest for ids."""
+    vectorised loops. The float32 operations and their order equal the 4-tap form's."""
     t_len, h, w = video.shape[:3]
     oh, ow = out_video.shape[1:3]
     first, last = ylo.min(), yhi.max()
@@ -91,7 +90,6 @@ def _resize(video, depth, flow, seg, depth_scale, depth_lo, flow_scale, flow_lo,
         xd0[0, j], xd1[0, j] = xlo[j], xhi[j]
         for c in range(2):
             xf0[c, j], xf1[c, j] = 2 * xlo[j] + c, 2 * xhi[j] + c
-    nxu = nx.astype(u)
     scratch = np.empty(w * 3, np.float32)
     rows_v = np.empty((n_rows, ow * 3), np.float32)
     rows_d = np.empty((1, n_rows, ow), np.float32)
@@ -105,10 +103,6 @@ def _resize(video, depth, flow, seg, depth_scale, depth_lo, flow_scale, flow_lo,
                   scratch, rows_f)
         _cols(rows_f[0], ylo, yhi, yl, first, flow_mul_r, out_flow2[0, t])
         _cols(rows_f[1], ylo, yhi, yl, first, flow_mul_c, out_flow2[1, t])
-        for i in range(oh):
-            src, o = seg[t, ny[i]], out_seg[t, i]
-            for j in range(ow):
-                o[j] = src[nxu[j]]
 
 
 @numba.njit(**_JIT)
@@ -184,8 +178,8 @@ def _flow_rgb(flow2, scaling, out):  # pragma: no cover
 
 @functools.lru_cache(maxsize=1024)
 def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
-    """Bilinear taps and weights and nearest indices along one axis (read-only; crops repeat their sizes)."""
-    arrays = (*T._bilinear_axis(in_size, out_size), T._nearest_axis(in_size, out_size))
+    """Bilinear taps and weights along one axis (read-only; crops repeat their sizes)."""
+    arrays = T._bilinear_axis(in_size, out_size)
     for a in arrays:
         a.flags.writeable = False
     return arrays
@@ -193,30 +187,28 @@ def _axis(in_size: int, out_size: int) -> tuple[np.ndarray, ...]:
 
 def crop_resize_to_model(raw: T.Features, top: int, left: int, crop_h: int, crop_w: int, out_h: int, out_w: int,
                          log_depth: bool) -> T.Features:
-    """Raw codes (after the window and SparseToDense) -> model inputs, as VideoFromRecord + crop + resize +
-    TransformDepth + FlowToRGB(codes=True) would produce them."""
+    """Raw codes (after the window and SparseToDense) -> the train step's inputs and targets (video, boxes, flow
+    as colour codes, depth), as VideoFromRecord + crop + resize + TransformDepth + FlowToRGB(codes=True) would
+    produce them. Segmentations, padding mask and shape are not made: training reads none of them."""
     h, w = raw["video"].shape[1:3]
-    ylo, yhi, yl, ny = _axis(crop_h, out_h)
-    xlo, xhi, xl, nx = _axis(crop_w, out_w)
-    ny, nx = ny + top, nx + left
+    ylo, yhi, yl = _axis(crop_h, out_h)
+    xlo, xhi, xl = _axis(crop_w, out_w)
     t = raw["video"].shape[0]
     out = {"video": np.empty((t, out_h, out_w, 3), F32), "depth": np.empty((t, out_h, out_w, 1), F32),
-           "flow": np.empty((t, out_h, out_w, 3), np.uint8), "segmentations": np.empty((t, out_h, out_w), np.int32)}
+           "flow": np.empty((t, out_h, out_w, 3), np.uint8)}
     flow2 = np.empty((2, t, out_h, out_w), F32)  # planar, so that the flow->RGB loop vectorises
     depth_lo, depth_hi = raw["depth_range"]
     flow_lo, flow_hi = raw["backward_flow_range"]
-    _resize(raw["video"], raw["depth"], raw["backward_flow"], raw["segmentations"], F32(depth_hi - depth_lo),
-            F32(depth_lo), F32(flow_hi - flow_lo), F32(flow_lo), ylo + top, yhi + top, yl, xlo + left, xhi + left,
-            xl, ny, nx, F32(out_h) / F32(crop_h), F32(out_w) / F32(crop_w), out["video"], out["depth"], flow2,
-            out["segmentations"])
+    _resize(raw["video"], raw["depth"], raw["backward_flow"], F32(depth_hi - depth_lo), F32(depth_lo),
+            F32(flow_hi - flow_lo), F32(flow_lo), ylo + top, yhi + top, yl, xlo + left, xhi + left, xl,
+            F32(out_h) / F32(crop_h), F32(out_w) / F32(crop_w), out["video"], out["depth"], flow2)
     if log_depth:
         _log_plus(out["depth"], np.empty(out["depth"].shape, np.int32))
     _flow_rgb(flow2, F32(50.0 / (out_h**2.0 + out_w**2.0) ** 0.5), out["flow"])
     boxes = raw["boxes"]
     if (crop_h, crop_w) != (h, w):
         boxes = T.crop_or_pad_boxes(boxes, top, left, crop_h, crop_w, h, w)
-    return {**out, "boxes": boxes, "padding_mask": np.ones((t, out_h, out_w), np.uint8),
-            "shape": raw["shape"], "video_name": np.asarray(raw["video_name"])}
+    return {**out, "boxes": boxes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +221,6 @@ class FusedToModel(grain.transforms.RandomMap):
     min_object_covered: float = 0.75
 
     def random_map(self, raw: T.Features, rng: np.random.Generator) -> T.Features:
-        allocator.keep_freed_memory()  # once per process (Grain workers included); see data/allocator.py
         h, w = raw["video"].shape[1:3]
         if self.random_crop:
             top, left, ch, cw = T.sample_distorted_crop(rng, h, w, self.min_object_covered, (3 / 4, 4 / 3),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data import records
+from data.records import codec
 
 
 def decode_png_stack(frames: list[bytes], dtype: str, channels: int) -> np.ndarray:
@@ -54,7 +54,7 @@ def _ragged(ex: dict[str, Any], key: str) -> list[np.ndarray]:
 def dense_boxes(bboxes: list[np.ndarray], frames: list[np.ndarray], num_frames: int) -> np.ndarray:
     """Ragged per-object boxes and frame ids -> (T, max(23, k), 4) float32, NOTRACK where absent."""
     k = len(bboxes)
-    out = np.zeros((num_frames, max(records.MIN_BOX_COLUMNS, k), 4), np.float32)
+    out = np.zeros((num_frames, max(codec.MIN_BOX_COLUMNS, k), 4), np.float32)
     for n, (boxes_n, frames_n) in enumerate(zip(bboxes, frames, strict=True)):
         if len(boxes_n) != len(frames_n):
             raise ValueError(f"instance {n}: {len(boxes_n)} boxes but {len(frames_n)} bbox_frames")
@@ -65,7 +65,7 @@ def dense_boxes(bboxes: list[np.ndarray], frames: list[np.ndarray], num_frames: 
 
 
 def example_to_video(ex: dict[str, Any]) -> dict[str, Any]:
-    """Parsed MOVi tf.train.Example (see data.tfrecord.parse_example) -> record dict (data.records.FIELDS)."""
+    """Parsed MOVi tf.train.Example (data.tfds.tfrecord.parse_example) -> record dict (data.records.codec.FIELDS)."""
     missing = [k for k in ("video", "segmentations", "depth", "backward_flow", "metadata/depth_range",
                            "metadata/video_name", "instances/bboxes/ragged_flat_values",
                            "instances/bbox_frames/ragged_flat_values") if k not in ex]

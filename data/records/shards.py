@@ -21,12 +21,12 @@ from typing import Any
 
 from array_record.python import array_record_module
 
-from data import records
+from data.records import codec
 
 INFO_FILE = "dataset_info.json"
 FORMAT_NAME = "statm_savi.video_records"
 # group_size:1 is required for random access (one record per chunk). Records compress their frames
-# themselves (data/records.py), so that a training window decompresses only its own frames.
+# themselves (data/records/codec.py), so that a training window decompresses only its own frames.
 DEFAULT_WRITER_OPTIONS = "group_size:1,uncompressed"
 
 
@@ -74,7 +74,7 @@ def _write_json_atomic(path: str, obj: Any) -> None:
 
 def write_dataset_info(data_dir: str, splits: dict[str, list[str]], meta: dict[str, Any]) -> dict[str, Any]:
     """Assembles dataset_info.json from the shard manifests. `splits` maps split -> relative shard paths."""
-    info: dict[str, Any] = {"format": FORMAT_NAME, "schema_version": records.SCHEMA_VERSION, **meta, "splits": {}}
+    info: dict[str, Any] = {"format": FORMAT_NAME, "schema_version": codec.SCHEMA_VERSION, **meta, "splits": {}}
     max_instances = 0
     for split, files in splits.items():
         manifests = [read_json(os.path.join(data_dir, f) + ".json") for f in files]
@@ -104,14 +104,14 @@ def read_dataset_info(data_dir: str) -> dict[str, Any]:
         info = read_json(path)
     except json.JSONDecodeError as e:
         raise _info_error(path, f"unreadable JSON ({e})", make) from None
-    if info.get("format") != FORMAT_NAME or info.get("schema_version") != records.SCHEMA_VERSION:
+    if info.get("format") != FORMAT_NAME or info.get("schema_version") != codec.SCHEMA_VERSION:
         raise _info_error(path, f"format {info.get('format')!r} schema v{info.get('schema_version')}, this code reads "
-                               f"{FORMAT_NAME!r} v{records.SCHEMA_VERSION}", make)
+                               f"{FORMAT_NAME!r} v{codec.SCHEMA_VERSION}", make)
     return info
 
 
-def _info_error(path: str, reason: str, fix: str) -> records.DataError:
-    return records.DataError(path, None, reason, fix)
+def _info_error(path: str, reason: str, fix: str) -> codec.DataError:
+    return codec.DataError(path, None, reason, fix)
 
 
 def split_files(data_dir: str, info: dict[str, Any], split: str) -> list[str]:
@@ -131,7 +131,7 @@ def split_files(data_dir: str, info: dict[str, Any], split: str) -> list[str]:
 
 
 class VideoRecordSource:
-    """Grain random-access source over ArrayRecord shards, returning `records.LazyRecord`s.
+    """Grain random-access source over ArrayRecord shards, returning `codec.LazyRecord`s.
 
     The header is checked here, so that a bad record's error names its file and index; the frames are
     decompressed by the first transform (all of them for eval, one window for training).
@@ -158,7 +158,7 @@ class VideoRecordSource:
                     except Exception as e:  # array_record raises RuntimeError/ValueError on some corrupt files
                         problem = str(e)
                     if problem:  # a truncated file opens "successfully" with ok() False and 0 records
-                        raise records.DataError(self._paths[i], None, f"cannot open ArrayRecord file ({problem}); "
+                        raise codec.DataError(self._paths[i], None, f"cannot open ArrayRecord file ({problem}); "
                                                 "it is truncated or corrupt", "Re-create it (the converter resumes).")
                     self._readers[i] = reader
                 reader = self._readers[i]
@@ -184,12 +184,12 @@ class VideoRecordSource:
         try:
             return reader.read([local])[0]
         except Exception as e:
-            raise records.DataError(self._paths[f], local, f"unreadable record ({e})") from None
+            raise codec.DataError(self._paths[f], local, f"unreadable record ({e})") from None
 
-    def __getitem__(self, index: int) -> records.LazyRecord:
+    def __getitem__(self, index: int) -> codec.LazyRecord:
         index = int(index)
         f, local = self.locate(index)
-        return records.LazyRecord(self.read_bytes(index), self._paths[f], local)
+        return codec.LazyRecord(self.read_bytes(index), self._paths[f], local)
 
     def decoded(self, index: int) -> dict[str, Any]:
         """All frames of record `index` as numpy arrays."""

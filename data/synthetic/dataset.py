@@ -3,7 +3,7 @@
     python -m data.synthetic --out_dir demo_data                       # defaults: 128x128, 24 frames
     python -m data.synthetic --out_dir /tmp/s --num_train 64 --num_validation 8 --resolution 64
 
-Each video: 3-10 shaded objects (see data/synth_scene.py) rendered at `supersample`x the output size and
+Each video: 3-10 shaded objects (see data/synthetic/scene.py) rendered at `supersample`x the output size and
 reduced as MOVi is (video: block mean; segmentation, depth, flow: nearest pick), with backward flow from the
 rigid motion, depth as camera distance, visible objects only, ordered by visibility, boxes at render
 resolution with NOTRACK where an object is not visible. Deterministic in (seed, split, index).
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from data import record_io, records, synth_scene
+from data.records import codec, shards
+from data.synthetic import scene as scenes
 
 VIDEOS_PER_SHARD = 64
 
@@ -29,16 +30,16 @@ VIDEOS_PER_SHARD = 64
 def generate_video(seed: int, split: str, index: int, resolution: int = 128, num_frames: int = 24,
                    min_objects: int = 3, max_objects: int = 10, supersample: int = 2) -> dict[str, Any]:
     rng = np.random.default_rng([seed, {"train": 0, "validation": 1}.get(split, 2), index])
-    scene = synth_scene.sample_scene(rng, int(rng.integers(min_objects, max_objects + 1)), num_frames)
+    scene = scenes.sample_scene(rng, int(rng.integers(min_objects, max_objects + 1)), num_frames)
     big = resolution * supersample
-    dirs = synth_scene.camera_rays(scene, big, big)
-    frames = [synth_scene.render_frame(scene, t, dirs) for t in range(num_frames)]
+    dirs = scenes.camera_rays(scene, big, big)
+    frames = [scenes.render_frame(scene, t, dirs) for t in range(num_frames)]
     ids_big = np.stack([f[1] for f in frames]).reshape(num_frames, big, big)
     rgb = np.stack([f[0] for f in frames]).reshape(num_frames, resolution, supersample, resolution, supersample, 3)
     pick = (supersample - 1) // 2  # MOVi's nearest subsampling offset
     sub = (slice(None), slice(pick, None, supersample), slice(pick, None, supersample))
     depth = np.minimum(np.stack([f[2] for f in frames]).reshape(num_frames, big, big), 100.0)[sub]
-    flow = np.stack([synth_scene.backward_flow(scene, t, f[1], f[3], big, big) for t, f in enumerate(frames)])
+    flow = np.stack([scenes.backward_flow(scene, t, f[1], f[3], big, big) for t, f in enumerate(frames)])
     flow = flow.reshape(num_frames, big, big, 2)[sub] / supersample
     ids = ids_big[sub]
 
@@ -47,7 +48,7 @@ def generate_video(seed: int, split: str, index: int, resolution: int = 128, num
     order = [k for k in np.argsort(-counts, kind="stable") if counts[k] > 0]
     remap = np.zeros(len(scene.shape) + 1, np.uint8)
     remap[np.array(order, dtype=np.int64) + 1] = np.arange(1, len(order) + 1)
-    boxes = np.zeros((num_frames, max(records.MIN_BOX_COLUMNS, len(order)), 4), np.float32)
+    boxes = np.zeros((num_frames, max(codec.MIN_BOX_COLUMNS, len(order)), 4), np.float32)
     for rank, k in enumerate(order):
         for t in range(num_frames):
             ys, xs = np.nonzero(ids_big[t] == k + 1)
@@ -79,8 +80,8 @@ def _write_shard(job: tuple) -> dict[str, Any]:
         for i in indices:
             v = generate_video(params["seed"], split, i, params["resolution"], params["num_frames"],
                                params["min_objects"], params["max_objects"], params["supersample"])
-            yield v["video_name"], int(v["num_instances"]), records.encode(v)
-    return record_io.write_shard(os.path.join(out_dir, rel), encoded(), extra={"generator": params})
+            yield v["video_name"], int(v["num_instances"]), codec.encode(v)
+    return shards.write_shard(os.path.join(out_dir, rel), encoded(), extra={"generator": params})
 
 
 def generate(out_dir: str, num_train: int = 512, num_validation: int = 64, resolution: int = 128,
@@ -92,7 +93,7 @@ def generate(out_dir: str, num_train: int = 512, num_validation: int = 64, resol
     if not 1 <= min_objects <= max_objects or max_objects > 255:
         raise ValueError(f"need 1 <= min_objects ({min_objects}) <= max_objects ({max_objects}) <= 255")
     out_dir = os.path.abspath(out_dir)
-    info_path = os.path.join(out_dir, record_io.INFO_FILE)
+    info_path = os.path.join(out_dir, shards.INFO_FILE)
     if skip_existing and os.path.exists(info_path):
         with open(info_path) as f:
             info = json.load(f)
@@ -103,11 +104,11 @@ def generate(out_dir: str, num_train: int = 512, num_validation: int = 64, resol
         log(f"{out_dir}: existing data was generated with other settings; regenerating")
     jobs, splits = [], {}
     for split, count in (("train", num_train), ("validation", num_validation)):
-        shards = max(1, -(-count // VIDEOS_PER_SHARD))
-        splits[split] = [record_io.shard_name(split, s, shards) for s in range(shards)]
+        num_shards = max(1, -(-count // VIDEOS_PER_SHARD))
+        splits[split] = [shards.shard_name(split, s, num_shards) for s in range(num_shards)]
         for s, rel in enumerate(splits[split]):
-            if not record_io.shard_done(os.path.join(out_dir, rel)):
-                jobs.append((out_dir, rel, split, list(range(s, count, shards)), params))
+            if not shards.shard_done(os.path.join(out_dir, rel)):
+                jobs.append((out_dir, rel, split, list(range(s, count, num_shards)), params))
     start, done = time.time(), 0
     total = sum(len(j[3]) for j in jobs)
     pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 and len(jobs) > 1 else None
@@ -121,8 +122,8 @@ def generate(out_dir: str, num_train: int = 512, num_validation: int = 64, resol
             pool.terminate()
     meta = {"source": {"generator": "data.synthetic"}, "generator": params,
             "resolution": [resolution, resolution], "num_frames": num_frames, "skipped_records": 0,
-            "writer_options": record_io.DEFAULT_WRITER_OPTIONS}
-    info = record_io.write_dataset_info(out_dir, splits, meta)
+            "writer_options": shards.DEFAULT_WRITER_OPTIONS}
+    info = shards.write_dataset_info(out_dir, splits, meta)
     log(f"wrote {info_path}: { {s: v['num_records'] for s, v in info['splits'].items()} }")
     return info
 

@@ -1,0 +1,58 @@
+"""The batch contract (data/batch.py) and the pictures drawn from it (data/pictures.py); the writers' clu
+interface loads on use, not on import."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from data import batch, pictures
+from data.pipeline import transforms as T
+
+
+def test_train_flow_codes_decode_to_the_eval_chain_floats_bit_for_bit():
+    flow = np.random.default_rng(0).normal(0, 5, (3, 8, 8, 2)).astype(np.float32)
+    codes = T.flow_to_rgb_codes(flow)
+    train = batch.train_schema(("flow",))
+    assert train.field("flow").codes and not batch.EVAL.field("flow").codes
+    np.testing.assert_array_equal(train.to_float("flow", codes).view(np.int32), T.flow_to_rgb(flow).view(np.int32))
+    floats = T.flow_to_rgb(flow)
+    assert batch.EVAL.to_float("flow", floats) is not None and (batch.EVAL.to_float("flow", floats) == floats).all()
+
+
+def test_train_schema_carries_only_what_the_step_reads():
+    assert batch.train_schema(("video",)).keys == ("video", "boxes")
+    assert batch.train_schema(("flow", "depth")).keys == ("video", "boxes", "depth", "flow")
+    assert "segmentations" not in batch.train_schema(("depth", "flow")).keys
+    with pytest.raises(KeyError, match="'flow' is not in this batch"):
+        batch.train_schema(("video",)).field("flow")
+
+
+def test_pictures_round_codes_back_to_themselves():
+    codes = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_equal(pictures.to_uint8(batch.codes_to_float(codes)), codes)
+
+
+def test_example_rows_decode_by_the_schema():
+    """The same clip with flow as codes (train) and as floats (eval) draws the same flow row."""
+    rng = np.random.default_rng(1)
+    codes = T.flow_to_rgb_codes(rng.normal(0, 5, (4, 8, 8, 2)).astype(np.float32))
+    clip = {"video": rng.random((4, 8, 8, 3), np.float32), "boxes": np.zeros((4, 3, 4), np.float32)}
+    as_codes = pictures.example_rows({**clip, "flow": codes}, batch.train_schema(("flow",)))
+    as_floats = pictures.example_rows({**clip, "flow": batch.codes_to_float(codes)}, batch.EVAL)
+    assert len(as_codes) == len(as_floats) == 2
+    np.testing.assert_array_equal(as_codes[1], codes)
+    np.testing.assert_array_equal(as_floats[1], codes)
+
+
+def test_writers_load_clu_on_use_not_on_import(tmp_path):
+    code = ("import sys; import trainer.writers as w; before = [m for m in sys.modules if 'clu' in m]; "
+            f"x = w.create_writer({str(tmp_path)!r}, True); x.write_scalars(3, {{'a': 1.5}}); x.close(); "
+            "print(before, isinstance(x, w.clu_metric_writer()), 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["[]", "True", "False"]
+    assert open(os.path.join(tmp_path, "metrics.jsonl")).read() == '{"step": 3, "a": 1.5}\n'

@@ -1,0 +1,113 @@
+"""Config rules (configs/validate.py): each broken rule is one message naming the keys and the fix, raised before
+any data is opened or anything compiled; every shipped config passes."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from configs import validate as V
+
+CONFIGS = ("demo", "movi_a_statm_savi_small", "movi_a_savi_small", "movi_e_statm_savi_pp", "movi_e_savi_pp")
+
+
+def config(name="demo"):
+    return importlib.import_module(f"configs.{name}").get_config()
+
+
+def problems_after(**changes):
+    c = config()
+    for key, value in changes.items():
+        *parents, leaf = key.split("__")
+        node = c
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    with pytest.raises(V.ConfigError) as e:
+        V.validate(c)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_are_valid(name):
+    assert V.problems(config(name)) == []
+
+
+def test_num_slots_must_match_the_conditioning():
+    msg = problems_after(num_slots=5)
+    assert "num_slots=5 with conditioning_key='boxes' and max_instances=10" in msg
+    assert "max_instances + 1 = 11" in msg and "--config.num_slots=11" in msg and "--config.max_instances=4" in msg
+    c = config()
+    c.num_slots, c.conditioning_key = 5, "none"  # learned slots: any positive count
+    assert V.problems(c) == []
+    c.max_instances = 4  # num_slots follows max_instances by reference in every shipped config
+    assert config().num_slots == 11 and V.problems(config()) == []
+
+
+def test_data_resolution_must_equal_the_decoder_output():
+    msg = problems_after(data__resolution=48)
+    assert "data.resolution=48 but the decoder paints 32x32 frames" in msg
+    assert "model.decoder.resolution=8 through strides (2, 2)" in msg and "--config.data.resolution=32" in msg
+    msg = problems_after(data__resolution=64)
+    assert "--config.model.decoder.resolution=16" in msg  # a decoder that reaches 64
+    assert V.decoder_output_size(8, (2, 2, 2, 1), (True, True, True, False)) == 64  # the small decoder
+    assert V.decoder_output_size(8, (2, 2, 2, 2), (True,) * 4) == 128  # ++
+    assert V.decoder_output_size(16, (2, 1), (False, True)) == 8  # an ordinary strided layer shrinks
+
+
+def test_decoder_targets_must_be_provided_by_the_data():
+    msg = problems_after(model__decoder__targets={"video": 3, "normals": 3})
+    assert "model.decoder.targets has 'normals', which the data does not provide" in msg
+    assert "'video': 3, 'flow': 3, 'depth': 1" in msg
+    assert "model.decoder.targets['flow']=2: the data provides flow with 3 channel(s)" in problems_after(
+        model__decoder__targets={"flow": 2})
+
+
+@pytest.mark.parametrize("key", sorted(V.CHOICES))
+def test_unknown_choice_strings(key):
+    msg = problems_after(**{key.replace(".", "__"): "bogus"})
+    assert f"{key}='bogus': expected one of {list(V.CHOICES[key])}" in msg
+
+
+@pytest.mark.parametrize("key,value", [("batch_size", 0), ("num_train_steps", -5), ("checkpoint_every_steps", 0),
+                                       ("eval_every_steps", 0), ("log_loss_every_steps", 0),
+                                       ("data__eval_frames", 0)])
+def test_values_that_must_be_positive(key, value):
+    assert f"{key.replace('__', '.')}={value}: must be > 0" in problems_after(**{key: value})
+
+
+def test_batch_must_split_over_devices_processes_and_micro_batches():
+    c = config()
+    c.batch_size = 6
+    assert V.problems(c, num_devices=4) == [
+        "batch_size=6 cannot be split over 4 device(s) in 1 process(es): it must be a multiple of 4; valid values "
+        "include [4, 8, 12, 16]"]
+    c.batch_size, c.grad_accum_steps = 4, 3
+    assert "with grad_accum_steps=3: it must be a multiple of 3" in V.problems(c)[0]
+    c.grad_accum_steps, c.eval_batch_size = 1, 3
+    assert V.problems(c, num_devices=1, num_processes=2)[0].startswith("eval_batch_size=3 cannot be split")
+
+
+def test_every_problem_in_one_error():
+    c = config()
+    c.num_slots, c.data.resolution, c.model.dtype = 5, 48, "float16"
+    with pytest.raises(V.ConfigError) as e:
+        V.validate(c)
+    assert len(e.value.problems) == 3 and str(e.value).count("\n  - ") == 3
+
+
+def test_cli_refuses_a_bad_config_before_opening_data_or_compiling(tmp_path):
+    """The data dir does not exist: the config error must come first, as the only message, without a traceback."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run([sys.executable, "-m", "trainer.main", "--config", "configs/demo.py", "--workdir",
+                        str(tmp_path / "w"), f"--config.data.data_dir={tmp_path}/missing", "--config.num_slots=5",
+                        "--config.model.encoder.backbone=resnet", "--config.data.depth_transform=log"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "num_slots=5" in r.stderr and "model.encoder.backbone='resnet'" in r.stderr
+    assert "data.depth_transform='log'" in r.stderr
+    assert "data directory does not exist" not in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "w")  # nothing was created either

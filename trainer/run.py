@@ -1,0 +1,109 @@
+"""One run: everything a training or evaluation job works with, built once by `setup` and used by both modes.
+
+The order of `setup` is the order of what can go wrong, cheapest first: the config's rules (before any data is
+opened or anything compiled), the workdir, the data, then the model and its abstract state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from configs.validate import validate
+from data import batch
+from data.pipeline import datasets
+from data.records.shards import VideoRecordSource
+from model import build
+from model.video import STATMSAVi
+from trainer import checkpoint, writers
+from trainer import mesh as mesh_lib
+from trainer import state as state_lib
+
+
+class TrainingDiverged(RuntimeError):
+    """Non-finite loss or gradient norm; the state at the last checkpoint is untouched."""
+
+
+def check_workdir(workdir: str) -> str:
+    """The absolute workdir (Orbax needs absolute paths), created and probed for writing."""
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(f"workdir {workdir} is not writable ({e.strerror}); pass a writable --workdir") from None
+    return workdir
+
+
+@dataclasses.dataclass
+class Run:
+    config: ml_collections.ConfigDict
+    workdir: str
+    is_primary: bool  # process 0: the only one that writes logs, metrics and pictures
+    mesh: Mesh
+    spec: datasets.PreprocessSpec
+    train_source: VideoRecordSource | None  # None in eval mode
+    eval_source: VideoRecordSource
+    model: STATMSAVi
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    init_params: Callable[[], Any]  # fresh parameters (config.seed), jitted
+    abstract_state: state_lib.TrainState  # shapes, dtypes and current shardings: the restore target
+    checkpoints: checkpoint.Checkpoints
+    writer: writers.MultiWriter  # clu MetricWriter interface
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return mesh_lib.replicated(self.mesh)
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        return mesh_lib.batch_sharding(self.mesh)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.spec.targets
+
+    @property
+    def train_schema(self) -> batch.Schema:
+        return self.spec.train_schema
+
+    def close(self) -> None:
+        """Finishes pending async saves and flushes the logs (also after an error)."""
+        self.checkpoints.close()
+        self.writer.flush()
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> Run:
+    """mode "train" opens both splits and writes metrics; "eval" opens the eval split only and writes none."""
+    validate(config, jax.device_count(), jax.process_count())
+    workdir = check_workdir(workdir)
+    is_primary = jax.process_index() == 0
+    mesh = mesh_lib.make_mesh()
+    spec = datasets.spec_from_config(config)
+    d = config.data
+    train_source = datasets.open_split(d.data_dir, d.train_split, spec.max_instances) if mode == "train" else None
+    eval_source = datasets.open_split(d.data_dir, d.eval_split, spec.max_instances)
+    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
+    schedule = state_lib.learning_rate_schedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
+    optimizer = state_lib.make_optimizer(config.learning_rate, config.warmup_steps, config.num_train_steps,
+                                         config.max_grad_norm)
+    init_params = functools.partial(build.init_params, model, 1, spec.train_frames, spec.resolution,
+                                    spec.max_instances, config.seed)
+    abstract = state_lib.abstract_train_state(init_params, optimizer, mesh_lib.replicated(mesh))
+    return Run(config=config, workdir=workdir, is_primary=is_primary, mesh=mesh, spec=spec,
+               train_source=train_source, eval_source=eval_source, model=model, optimizer=optimizer,
+               schedule=schedule, init_params=init_params, abstract_state=abstract,
+               checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps),
+               writer=writers.create_writer(workdir, is_primary and mode == "train"))
