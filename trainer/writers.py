@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 
 
+INTERFACE_MODULE = "clu_metric_writers_interface"
+
+
 @functools.cache
 def clu_metric_writer() -> type:
     """clu's MetricWriter ABC, loaded from its own file: `import clu.metric_writers` runs a package __init__
     that imports TensorFlow (clu 0.0.12); interface.py itself needs only numpy and jax."""
     origin = importlib.util.find_spec("clu").origin
     spec = importlib.util.spec_from_file_location(
-        "clu_metric_writers_interface", os.path.join(os.path.dirname(origin), "metric_writers", "interface.py"))
+        INTERFACE_MODULE, os.path.join(os.path.dirname(origin), "metric_writers", "interface.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.MetricWriter
