@@ -49,7 +49,8 @@ def test_example_rows_decode_by_the_schema():
 
 
 def test_writers_load_clu_on_use_not_on_import(tmp_path):
-    code = ("import sys; import trainer.writers as w; before = [m for m in sys.modules if m.split('.')[0] in ('clu', w.INTERFACE_MODULE)]; "
+    code = ("import sys; import trainer.writers as w; "
+            "before = [m for m in sys.modules if m.split('.')[0] in ('clu', w.INTERFACE_MODULE)]; "
             f"x = w.create_writer({str(tmp_path)!r}, True); x.write_scalars(3, {{'a': 1.5}}); x.close(); "
             "print(before, isinstance(x, w.clu_metric_writer()), 'tensorflow' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

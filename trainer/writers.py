@@ -10,12 +10,12 @@ import functools
 import importlib.util
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
 
 INTERFACE_MODULE = "clu_metric_writers_interface"
 
@@ -29,6 +29,7 @@ def clu_metric_writer() -> type:
         INTERFACE_MODULE, os.path.join(os.path.dirname(origin), "metric_writers", "interface.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    sys.modules[INTERFACE_MODULE] = module  # one copy per process, visible as loaded
     return module.MetricWriter
 
 
