@@ -89,6 +89,11 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.log_loss_every_steps = 50
     config.eval_every_steps = 1_000
     config.checkpoint_every_steps = 5_000
+    config.checkpoint_keep = 3  # the newest steps kept ...
+    config.checkpoint_keep_period = 0  # ... plus, for good, every step divisible by this (0: none)
+    # A non-finite loss, gradient or update: "stop" ends the run before anything after it is saved (exit 3);
+    # "skip" leaves the state as it was, counts and logs the skip, and goes on.
+    config.nonfinite_updates = "stop"
     config.eval_at_start = False  # evaluate the untrained model first (the demo's step-0 row)
     config.peak_flops = 0.0  # peak FLOP/s of one device for MFU; 0: from trainer/mfu.py's GPU table
     config.init_from = ""  # Orbax params from `python -m model.seed_import convert` to start from

@@ -24,12 +24,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.encoder.backbone": ("cnn", "resnet34"),
     "model.recurrence.predictor": ("statm", "transformer"),
     "model.decoder.conv_transpose": ("lax", "phases"),
+    "nonfinite_updates": ("stop", "skip"),
 }
 POSITIVE = ("batch_size", "eval_batch_size", "num_train_steps", "grad_accum_steps", "log_loss_every_steps",
-            "eval_every_steps", "checkpoint_every_steps", "max_instances", "num_slots", "learning_rate",
-            "max_grad_norm", "data.resolution", "data.train_frames", "data.eval_frames", "model.slot_size",
-            "model.decoder.resolution", "model.recurrence.num_iterations")
-NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "data.worker_count", "model.recurrence.memory_size")
+            "eval_every_steps", "checkpoint_every_steps", "checkpoint_keep", "max_instances", "num_slots",
+            "learning_rate", "max_grad_norm", "data.resolution", "data.train_frames", "data.eval_frames",
+            "model.slot_size", "model.decoder.resolution", "model.recurrence.num_iterations")
+NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "checkpoint_keep_period", "data.worker_count",
+                "model.recurrence.memory_size")
 # Conditioning on first-frame objects makes one slot per object plus the background slot.
 CONDITIONED = ("boxes", "center_of_mass")
 

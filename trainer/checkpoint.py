@@ -1,26 +1,34 @@
 """One Orbax CheckpointManager in WORKDIR/checkpoints: train state + data-iterator state + run metadata.
 
 Saves are asynchronous; `save` is called every step and the manager decides (every checkpoint_every_steps,
-plus the first step of a fresh run). Restores use an abstract target carrying the *current* shardings, so a
-checkpoint restores onto any device count.
+plus the first step of a fresh run). Retention keeps the newest `keep` steps plus every step divisible by
+`keep_period`. Restores use an abstract target carrying the *current* shardings, so a checkpoint restores
+onto any device count; a newest step that cannot be restored falls back to the one before it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No saved step of the workdir can be restored."""
+
 
 class Checkpoints:
-    def __init__(self, workdir: str, every_steps: int, keep: int = 3):
+    def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")  # Orbax needs absolute paths
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "data", "meta"),
             options=ocp.CheckpointManagerOptions(save_interval_steps=every_steps, max_to_keep=keep,
-                                                 enable_async_checkpointing=True, cleanup_tmp_directories=True,
-                                                 create=True))
+                                                 keep_period=keep_period or None, enable_async_checkpointing=True,
+                                                 cleanup_tmp_directories=True, create=True))
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict, force: bool = False) -> bool:
         if step in self.manager.all_steps():
@@ -29,14 +37,42 @@ class Checkpoints:
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)),
             force=force)
 
+    def should_save(self, step: int) -> bool:
+        return self.manager.should_save(step)
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
         r = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore()))
         return r["state"], r["data"], r["meta"]
+
+    def restore_newest_good(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+        """The newest step that restores, as (step, state, data state, meta); None when there is no step.
+
+        A step that fails (a truncated or deleted file, a TensorStore or Orbax error) gets one warning that
+        names it and the cause, and the step before it is tried. CheckpointError when every step fails."""
+        failures = []
+        for step in reversed(self.all_steps()):
+            try:
+                return (step, *self.restore(step, abstract_state))
+            except Exception as e:  # Orbax and TensorStore raise many types; each becomes one line
+                cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+                failures.append(f"step {step}: {cause}")
+                log.warning("checkpoint step %d in %s cannot be restored (%s); trying the step before it", step,
+                            self.directory, cause)
+                print(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({cause}); trying "
+                      "the step before it", flush=True)
+        if failures:
+            raise CheckpointError(f"no checkpoint in {self.directory} can be restored: " + "; ".join(failures)
+                                  + ". Nothing was changed: to train from scratch, move that directory away (or "
+                                  "use another --workdir)")
+        return None
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -105,5 +105,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
     return Run(config=config, workdir=workdir, is_primary=is_primary, mesh=mesh, spec=spec,
                train_source=train_source, eval_source=eval_source, model=model, optimizer=optimizer,
                schedule=schedule, init_params=init_params, abstract_state=abstract,
-               checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps),
+               checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
+                                                  config.checkpoint_keep_period),
                writer=writers.create_writer(workdir, is_primary and mode == "train"))

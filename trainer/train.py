@@ -27,20 +27,22 @@ def due(step: int, every: int, last: int) -> bool:
 
 
 def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it,
-                          fingerprint: dict[str, Any]) -> state_lib.TrainState:
-    """The latest checkpoint with its data position (refused if written with other data, seed or chain), or a
-    fresh state: config.init_from's parameters, or new ones (with data-dependent readout biases when
-    config.readout_bias_init says so)."""
+                          fingerprint: dict[str, Any]) -> tuple[state_lib.TrainState, int]:
+    """(state, updates skipped so far). The newest checkpoint that restores, with its data position (refused
+    if written with other data, seed or chain); the metrics logged after it are dropped, so that each step
+    has one row. Or a fresh state: config.init_from's parameters, or new ones (with data-dependent readout
+    biases when config.readout_bias_init says so)."""
     c, ckpts = run.config, run.checkpoints
-    latest = ckpts.latest_step()
-    if latest is not None:
-        state, data_state, meta = ckpts.restore(latest, run.abstract_state)
+    restored = ckpts.restore_newest_good(run.abstract_state)
+    if restored is not None:
+        step, state, data_state, meta = restored
         if meta.get("data_fingerprint", {}).get("sha256") != fingerprint["sha256"]:
-            raise ValueError(f"{ckpts.directory} step {latest} was written with other data, seed or preprocessing "
+            raise ValueError(f"{ckpts.directory} step {step} was written with other data, seed or preprocessing "
                              f"({meta.get('data_fingerprint')} vs {fingerprint}); use a new --workdir")
         train_it.set_state(data_state)
-        log.info("resumed from step %d (data state %s)", latest, data_state)
-        return state
+        run.writer.resume_at(step)
+        log.info("resumed from step %d (data state %s)", step, data_state)
+        return state, int(meta.get("skipped_updates", 0))
     params = jax.jit(run.init_params, out_shardings=run.replicated)()
     if c.init_from:
         params = checkpoint.restore_params(c.init_from, run.abstract_state.params)
@@ -50,19 +52,38 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it,
                  {k: v.round(4).tolist() for k, v in means.items()})
         params = jax.jit(lambda p: decoder.with_readout_bias(p, means, c.model.decoder.early_fusion),
                          out_shardings=run.replicated)(params)
-    return jax.jit(lambda p: state_lib.create_train_state(p, run.optimizer), out_shardings=run.replicated)(params)
+    state = jax.jit(lambda p: state_lib.create_train_state(p, run.optimizer), out_shardings=run.replicated)(params)
+    run.writer.resume_at(-1)  # a fresh start: rows left by an earlier attempt that saved nothing are dropped
+    return state, 0
+
+
+def check_finite(run: Run, step: int, finite: jax.Array, skipped: int) -> int:
+    """Reads one step's `finite` flag (a host sync); returns the count of skipped updates so far. A non-finite
+    step was not applied (steps.train_step); with nonfinite_updates="stop" the run ends here, before anything
+    after it is saved, so retention never deletes the last good checkpoint."""
+    if bool(jax.device_get(finite)):
+        return skipped
+    if run.config.nonfinite_updates == "skip":
+        if run.is_primary:
+            print(f"warning: non-finite loss, gradient or update at step {step}: update skipped "
+                  f"({skipped + 1} so far)", flush=True)
+        return skipped + 1
+    run.checkpoints.manager.wait_until_finished()  # a save in flight is of a good step: let it land first
+    latest = run.checkpoints.latest_step()
+    kept = (f"The newest checkpoint, step {latest}, is from before it and is kept: rerun the same command with a "
+            "lower learning_rate to resume from it, or pass --config.nonfinite_updates=skip" if latest is not None
+            else "No checkpoint had been written")
+    raise TrainingDiverged(f"non-finite loss, gradient or update at step {step} (not applied); the run stopped "
+                           f"before saving anything after it. {kept}. Reproduce with JAX_DEBUG_NANS=1.")
 
 
 def log_train_metrics(run: Run, step: int, metrics: dict, progress: writers.Progress,
-                      flop_share: float | None) -> None:
-    """Fetches the step's metrics (the only host sync of a log step) and writes them; a non-finite loss or
-    gradient norm stops the run."""
+                      flop_share: float | None, skipped: int) -> None:
+    """Fetches the step's metrics and writes them."""
     metrics = jax.device_get(metrics)
-    if not bool(metrics["finite"]):
-        raise TrainingDiverged(f"non-finite loss ({metrics['loss']}) or gradient norm ({metrics['grad_norm']}) at "
-                               f"step {step}; the update was skipped and nothing was saved. Lower learning_rate or "
-                               "check the data; reproduce with JAX_DEBUG_NANS=1.")
     scalars = {k: float(v) for k, v in metrics.items() if k != "finite"} | progress.measure(step)
+    if skipped or run.config.nonfinite_updates == "skip":
+        scalars["skipped_updates"] = skipped
     if flop_share:  # GPUs in the peak table, or config.peak_flops set
         scalars["mfu"] = flop_share * scalars["steps_per_sec"]
     run.writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
@@ -77,8 +98,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # Config rules (before any compile), workdir, data sources, model, optimizer, checkpoints, writer.
     run = setup(config, workdir)
     c = run.config
-    if run.is_primary:
-        run.writer.write_hparams({"config": c.to_json()})
 
     # ------------------------------------------------------------------------ Input
     train_ds = datasets.train_dataset(run.train_source, run.spec, c.seed)
@@ -87,9 +106,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     fingerprint = datasets.data_fingerprint(run.train_source, run.spec, c.seed)  # what the data state is valid for
     try:
         # -------------------------------------------------------------------- State
-        state = restore_or_initialise(run, train_ds, train_it, fingerprint)
+        state, skipped = restore_or_initialise(run, train_ds, train_it, fingerprint)
         if run.is_primary:
             print(build.parameter_overview(state.params), flush=True)
+            run.writer.write_hparams({"config": c.to_json()})
 
         # -------------------------------------------------------------------- Steps
         train_step = steps.jit_train_step(run.model, run.optimizer, run.targets, run.train_schema,
@@ -102,6 +122,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         # -------------------------------------------------------------------- Loop
         meta = {"data_fingerprint": fingerprint, "config": json.loads(c.to_json())}
         step = int(state.step)
+        pending = None  # (step, finite flag) not read yet: read one step late, so the host does not wait on it
         progress = writers.Progress(c.num_train_steps, step, c.batch_size)
         initial = evaluate.evaluate_and_log(run, eval_step, state.params, 0, progress) if (
             step == 0 and c.eval_at_start) else None
@@ -117,18 +138,29 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 flop_share = (flops or 0.0) / peak
             state, metrics = train_step(state, batch)
             step += 1
+            if pending is not None:
+                skipped = check_finite(run, *pending, skipped)
+            pending = (step, metrics["finite"])
             # After each step, in this order: log, checkpoint, evaluate (preemption checks belong here too).
-            if due(step, c.log_loss_every_steps, c.num_train_steps):
-                log_train_metrics(run, step, metrics, progress, flop_share)
+            # A step that is logged, saved or evaluated has its finite flag read first.
+            log_due, eval_due = due(step, c.log_loss_every_steps, c.num_train_steps), due(step, c.eval_every_steps,
+                                                                                        c.num_train_steps)
+            if log_due or eval_due or run.checkpoints.should_save(step):
+                skipped, pending = check_finite(run, *pending, skipped), None
+            if log_due:
+                log_train_metrics(run, step, metrics, progress, flop_share, skipped)
             start = time.perf_counter()  # the manager saves every checkpoint_every_steps (async)
-            run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size})
+            run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
+                                                                     "skipped_updates": skipped})
             progress.pause(time.perf_counter() - start)
-            if due(step, c.eval_every_steps, c.num_train_steps):
+            if eval_due:
                 final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
 
         # -------------------------------------------------------------------- End
-        run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size},
-                             force=True)
+        if pending is not None:
+            skipped = check_finite(run, *pending, skipped)
+        run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
+                                                                 "skipped_updates": skipped}, force=True)
         if final is None:
             final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
         return {"initial": initial, "final": final, "step": step}

@@ -39,7 +39,13 @@ class TensorBoardWriter:
     def __init__(self, logdir: str):
         from tensorboardX import SummaryWriter
 
+        self._logdir, self._cls = logdir, SummaryWriter
         self._w = SummaryWriter(logdir, flush_secs=30)
+
+    def resume_at(self, step: int) -> None:
+        """TensorBoard hides the events of earlier attempts past `step` (tensorboardX's purge_step)."""
+        self._w.close()
+        self._w = self._cls(self._logdir, flush_secs=30, purge_step=step + 1)
 
     def write_summaries(self, step, values, metadata=None):
         self.write_scalars(step, values)
@@ -82,7 +88,20 @@ class JsonlWriter:
     """metrics.jsonl: one JSON object per write_scalars call, {"step": N, name: value, ...}."""
 
     def __init__(self, path: str):
+        self._path = path
         self._f = open(path, "a")  # noqa: SIM115 - closed in close()
+
+    def resume_at(self, step: int) -> None:
+        """Drops the rows past `step` (written by an attempt that was interrupted after its last checkpoint),
+        so that every step has one row however often the run restarts. Rewritten atomically."""
+        self._f.close()
+        with open(self._path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        tmp = f"{self._path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, self._path)
+        self._f = open(self._path, "a")  # noqa: SIM115 - closed in close()
 
     def write_summaries(self, step, values, metadata=None):
         self.write_scalars(step, values)
@@ -147,6 +166,9 @@ class MultiWriter:
 
     def write_hparams(self, hparams):
         self._all("write_hparams", hparams)
+
+    def resume_at(self, step: int) -> None:
+        self._all("resume_at", step)
 
     def flush(self):
         self._all("flush")

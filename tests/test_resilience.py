@@ -1,0 +1,100 @@
+"""What a cluster scheduler relies on: retention, a corrupt newest checkpoint falling back to the one before,
+one metrics row per step after restarts, and a non-finite step that never reaches a checkpoint."""
+
+import glob
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_trainer import final_params, losses, train
+
+from data.pipeline import datasets
+from data.records import codec, shards
+from trainer.checkpoint import Checkpoints
+
+
+def test_retention_keeps_the_newest_and_every_period(tmp_path):
+    ckpts = Checkpoints(str(tmp_path), every_steps=1, keep=2, keep_period=4)
+    for step in range(1, 11):
+        ckpts.save(step, {"w": jnp.full((3,), float(step))}, {"global_next_index": step}, {})
+    ckpts.close()
+    assert Checkpoints(str(tmp_path), 1).all_steps() == [4, 8, 9, 10]
+
+
+def metric_rows(workdir):
+    return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def largest_state_file(step_dir):
+    return sorted(glob.glob(str(step_dir / "state" / "ocdbt.process_0" / "d" / "*")), key=os.path.getsize)[-1]
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoints_fall_back_to_the_newest_good_step(tiny_synthetic, tmp_path):
+    """A truncated file in step 4 and a deleted file in step 2: each gets one warning, and the run resumes
+    from step 1 exactly as if it had never stopped, with one metrics row per step."""
+    straight = train(tiny_synthetic, tmp_path / "straight", "--config.num_train_steps=6")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = train(tiny_synthetic, tmp_path / "w", "--config.num_train_steps=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt_dir = tmp_path / "w" / "checkpoints"
+    assert Checkpoints(str(tmp_path / "w"), 2).all_steps() == [1, 2, 4]
+    with open(largest_state_file(ckpt_dir / "4"), "r+b") as f:
+        f.truncate(16)  # (halving it is not enough: the restore reads ranges in the file's first half)
+    os.remove(largest_state_file(ckpt_dir / "2"))
+    resumed = train(tiny_synthetic, tmp_path / "w", "--config.num_train_steps=6")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for step in (4, 2):
+        assert f"warning: checkpoint step {step} in {ckpt_dir} cannot be restored" in resumed.stdout
+    assert "step 1 in" not in resumed.stdout
+    # Resumed from step 1, so steps 2-6 were trained again: the same losses as the uninterrupted run, and the
+    # rows the first attempt logged for steps 2 to 4 were replaced, not repeated.
+    rows = [r["step"] for r in metric_rows(tmp_path / "w") if "train/loss" in r]
+    assert rows == [1, 2, 3, 4, 5, 6]
+    assert losses(tmp_path / "w") == losses(tmp_path / "straight")
+    p1, _ = final_params(tmp_path / "straight", 6)
+    p2, _ = final_params(tmp_path / "w", 6)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p1, p2)
+
+
+def poison(data_dir, out, element):
+    """A copy of the dataset whose record feeding train-stream `element` (seed 42, the tiny config's) has NaN
+    first-frame boxes: the conditioning, and so the loss, of that step is NaN."""
+    shutil.copytree(data_dir, out)
+    source = datasets.open_split(str(out), "train", 10)
+    index = int(datasets.EpochShuffledSource(source, 42).permutation(0)[element])
+    f, local = source.locate(index)
+    path = source.paths[f]
+    count = shards.read_json(path + ".json")["num_records"]
+    videos = [codec.decode(source.read_bytes(index - local + i)) for i in range(count)]
+    videos[local]["boxes"] = videos[local]["boxes"].copy()
+    videos[local]["boxes"][:, 0] = np.nan
+    shards.write_shard(path, [(v["video_name"], int(v["num_instances"]), codec.encode(v)) for v in videos])
+    return str(out)
+
+
+@pytest.mark.slow
+def test_nonfinite_step_is_never_saved_and_the_run_resumes(tiny_synthetic, tmp_path):
+    data = poison(tiny_synthetic, tmp_path / "poisoned", element=9)  # batch 4: step 3
+    w = tmp_path / "w"
+    # Logged every 100 steps: step 3's flag is read one step late, before step 4 would be saved.
+    r = train(data, w, "--config.num_train_steps=6", "--config.log_loss_every_steps=100")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert "non-finite loss, gradient or update at step 3 (not applied)" in r.stderr and "Traceback" not in r.stderr
+    assert "The newest checkpoint, step 2, is from before it and is kept" in r.stderr
+    assert Checkpoints(str(w), 2).all_steps() == [1, 2]
+    for step in (1, 2):  # saved step numbers are the state's own
+        params, data_state = final_params(w, step)
+        assert data_state == {"global_next_index": 4 * step}
+    resumed = train(data, w, "--config.num_train_steps=6", "--config.nonfinite_updates=skip")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "non-finite loss, gradient or update at step 3: update skipped (1 so far)" in resumed.stdout
+    rows = {r["step"]: r for r in metric_rows(w) if "train/loss" in r}
+    assert sorted(rows) == [3, 4, 5, 6] and not np.isfinite(rows[3]["train/loss"])
+    assert [rows[s]["train/skipped_updates"] for s in (3, 4, 5, 6)] == [1, 1, 1, 1]
+    params, _ = final_params(w, 6)
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
