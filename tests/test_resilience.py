@@ -25,6 +25,20 @@ def test_retention_keeps_the_newest_and_every_period(tmp_path):
     assert Checkpoints(str(tmp_path), 1).all_steps() == [4, 8, 9, 10]
 
 
+def test_no_restorable_checkpoint_is_one_error_and_changes_nothing(tiny_synthetic, tmp_path):
+    """Checkpoints exist but none restores (here: another model's tree): exit 1, one message, no fresh start."""
+    ckpts = Checkpoints(str(tmp_path / "w"), every_steps=1)
+    for step in (1, 2):
+        ckpts.save(step, {"w": jnp.zeros(3)}, {"global_next_index": 4 * step}, {})
+    ckpts.close()
+    before = sorted(os.listdir(tmp_path / "w" / "checkpoints"))
+    r = train(tiny_synthetic, tmp_path / "w")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "no checkpoint in" in r.stderr and "step 2: " in r.stderr and "step 1: " in r.stderr
+    assert "Nothing was changed" in r.stderr and r.stdout.count("cannot be restored") == 2
+    assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == before
+
+
 def metric_rows(workdir):
     return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
 

@@ -74,7 +74,7 @@ def test_unknown_choice_strings(key):
 
 @pytest.mark.parametrize("key,value", [("batch_size", 0), ("num_train_steps", -5), ("checkpoint_every_steps", 0),
                                        ("eval_every_steps", 0), ("log_loss_every_steps", 0),
-                                       ("data__eval_frames", 0)])
+                                       ("data__eval_frames", 0), ("checkpoint_keep", 0)])
 def test_values_that_must_be_positive(key, value):
     assert f"{key.replace('__', '.')}={value}: must be > 0" in problems_after(**{key: value})
 

@@ -8,13 +8,10 @@ onto any device count; a newest step that cannot be restored falls back to the o
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
-
-log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -64,8 +61,6 @@ class Checkpoints:
             except Exception as e:  # Orbax and TensorStore raise many types; each becomes one line
                 cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
                 failures.append(f"step {step}: {cause}")
-                log.warning("checkpoint step %d in %s cannot be restored (%s); trying the step before it", step,
-                            self.directory, cause)
                 print(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({cause}); trying "
                       "the step before it", flush=True)
         if failures:

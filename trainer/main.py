@@ -2,7 +2,8 @@
 
 Trains with periodic evaluation and resumes from WORKDIR/checkpoints; `--mode eval` evaluates the latest
 checkpoint (or --step N) on the full validation split. Exit codes: 0 done, 1 bad input (one message that
-names the thing and the fix), 3 training diverged (non-finite loss).
+names the thing and the fix, e.g. a broken config rule or no checkpoint that restores), 3 a non-finite step
+with nonfinite_updates=stop (not applied; nothing after it saved).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ml_collections import config_flags
 from cli.config_flags import check_config_overrides
 from data.records.codec import DataError
 from trainer import evaluate, summary, train
+from trainer.checkpoint import CheckpointError
 from trainer.run import TrainingDiverged
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
@@ -36,7 +38,7 @@ def main(argv) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (DataError, ValueError, FileNotFoundError, OSError) as e:
+    except (DataError, ValueError, FileNotFoundError, OSError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
