@@ -91,7 +91,7 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.checkpoint_every_steps = 5_000
     config.checkpoint_keep = 3  # the newest steps kept ...
     config.checkpoint_keep_period = 0  # ... plus, for good, every step divisible by this (0: none)
-    # A non-finite loss, gradient or update: "stop" ends the run before anything after it is saved (exit 3);
+    # A non-finite loss or gradient: "stop" ends the run before anything after it is saved (exit 3);
     # "skip" leaves the state as it was, counts and logs the skip, and goes on.
     config.nonfinite_updates = "stop"
     config.eval_at_start = False  # evaluate the untrained model first (the demo's step-0 row)

@@ -30,9 +30,9 @@ def train_step(state: TrainState, batch: dict, *, model, optimizer: optax.Gradie
                targets: tuple[str, ...], schema: Schema, grad_accum_steps: int = 1,
                schedule=None) -> tuple[TrainState, dict]:
     """One update. With grad_accum_steps > 1 the batch is split into equal micro-batches whose gradients are
-    averaged, which equals one step on the whole batch (the loss is a mean over videos). A non-finite loss,
-    gradient or update is never applied: params and optimizer state stay as they were, `finite` is False in
-    the metrics, and the loop stops or counts the skip (config.nonfinite_updates). The step count always
+    averaged, which equals one step on the whole batch (the loss is a mean over videos). A non-finite loss or
+    gradient is never applied: params and optimizer state stay as they were, `finite` is False in the
+    metrics, and the loop stops or counts the skip (config.nonfinite_updates). The step count always
     advances, so a saved step number is always the state's own."""
 
     def loss_fn(params, micro):
@@ -56,8 +56,10 @@ def train_step(state: TrainState, batch: dict, *, model, optimizer: optax.Gradie
         (loss, per_target, grads), _ = jax.lax.scan(accumulate, zeros, micro)
         loss, per_target, grads = jax.tree_util.tree_map(lambda x: x / grad_accum_steps, (loss, per_target, grads))
     grad_norm = optax.global_norm(grads)
+    # Loss and gradient only: one more reduction here (say over the updates) changes XLA's fusion of the
+    # update, and with it the float rounding of every run. Parameters are checked before each save instead.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
     params = optax.apply_updates(state.params, updates)
     def keep(new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)

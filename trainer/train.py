@@ -65,7 +65,7 @@ def check_finite(run: Run, step: int, finite: jax.Array, skipped: int) -> int:
         return skipped
     if run.config.nonfinite_updates == "skip":
         if run.is_primary:
-            print(f"warning: non-finite loss, gradient or update at step {step}: update skipped "
+            print(f"warning: non-finite loss or gradient at step {step}: update skipped "
                   f"({skipped + 1} so far)", flush=True)
         return skipped + 1
     run.checkpoints.manager.wait_until_finished()  # a save in flight is of a good step: let it land first
@@ -73,7 +73,7 @@ def check_finite(run: Run, step: int, finite: jax.Array, skipped: int) -> int:
     kept = (f"The newest checkpoint, step {latest}, is from before it and is kept: rerun the same command with a "
             "lower learning_rate to resume from it, or pass --config.nonfinite_updates=skip" if latest is not None
             else "No checkpoint had been written")
-    raise TrainingDiverged(f"non-finite loss, gradient or update at step {step} (not applied); the run stopped "
+    raise TrainingDiverged(f"non-finite loss or gradient at step {step} (not applied); the run stopped "
                            f"before saving anything after it. {kept}. Reproduce with JAX_DEBUG_NANS=1.")
 
 
