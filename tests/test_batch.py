@@ -34,6 +34,8 @@ def test_train_schema_carries_only_what_the_step_reads():
 def test_pictures_round_codes_back_to_themselves():
     codes = np.arange(256, dtype=np.uint8)
     np.testing.assert_array_equal(pictures.to_uint8(batch.codes_to_float(codes)), codes)
+    between = np.array([0.49, 0.51, 254.4, 254.6], np.float32) / 255  # rounds, never truncates
+    np.testing.assert_array_equal(pictures.to_uint8(between), [0, 1, 254, 255])
 
 
 def test_example_rows_decode_by_the_schema():
