@@ -89,8 +89,8 @@ class Schema:
 
 def train_schema(targets: tuple[str, ...]) -> Schema:
     """What the train step reads: the frames, the conditioning boxes and the decoder's targets."""
-    targets_fields = {"video": None, "flow": FLOW_CODES, "depth": DEPTH}
-    return Schema((VIDEO, BOXES, *(targets_fields[t] for t in sorted(targets) if targets_fields[t] is not None)))
+    carried = {"flow": FLOW_CODES, "depth": DEPTH}  # a video target is the VIDEO input itself
+    return Schema((VIDEO, BOXES, *(carried[t] for t in sorted(targets) if t != "video")))
 
 
 # What evaluation reads: the model's inputs, the ground truth for the metrics and pictures, the padding flag.

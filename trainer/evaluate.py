@@ -72,7 +72,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     """--mode eval: the latest checkpoint (or `step`) on the full validation split; pictures to pictures_eval/."""
     run = setup(config, workdir, mode="eval")
     try:
-        available = run.checkpoints.manager.all_steps()
+        available = run.checkpoints.all_steps()
         step = run.checkpoints.latest_step() if step is None else step
         if step is None or step not in available:
             raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in {run.checkpoints.directory} "

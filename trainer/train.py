@@ -157,8 +157,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
 
         # -------------------------------------------------------------------- End
-        if pending is not None:
-            skipped = check_finite(run, *pending, skipped)
         run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
                                                                  "skipped_updates": skipped}, force=True)
         if final is None:

@@ -177,6 +177,7 @@ class MultiWriter:
         self._all("close")
 
 
+@functools.cache
 def register_with_clu() -> type:
     """Registers our sinks as implementations of clu's MetricWriter (isinstance holds); returns that ABC."""
     interface = clu_metric_writer()
