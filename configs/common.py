@@ -91,6 +91,10 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.checkpoint_every_steps = 5_000
     config.checkpoint_keep = 3  # the newest steps kept ...
     config.checkpoint_keep_period = 0  # ... plus, for good, every step divisible by this (0: none)
+    # JAX's persistent compilation cache: a restart loads the compiled steps instead of compiling them.
+    config.compilation_cache = True
+    config.compilation_cache_dir = ""  # "": WORKDIR/compilation_cache; on a cluster, a shared directory
+    config.compilation_cache_min_seconds = 1.0  # programs that compile faster than this are not cached
     # A non-finite loss or gradient: "stop" ends the run before anything after it is saved (exit 3);
     # "skip" leaves the state as it was, counts and logs the skip, and goes on.
     config.nonfinite_updates = "stop"

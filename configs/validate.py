@@ -30,8 +30,8 @@ POSITIVE = ("batch_size", "eval_batch_size", "num_train_steps", "grad_accum_step
             "eval_every_steps", "checkpoint_every_steps", "checkpoint_keep", "max_instances", "num_slots",
             "learning_rate", "max_grad_norm", "data.resolution", "data.train_frames", "data.eval_frames",
             "model.slot_size", "model.decoder.resolution", "model.recurrence.num_iterations")
-NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "checkpoint_keep_period", "data.worker_count",
-                "model.recurrence.memory_size")
+NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "checkpoint_keep_period",
+                "compilation_cache_min_seconds", "data.worker_count", "model.recurrence.memory_size")
 # Conditioning on first-frame objects makes one slot per object plus the background slot.
 CONDITIONED = ("boxes", "center_of_mass")
 

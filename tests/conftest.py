@@ -1,7 +1,9 @@
 """Shared fixtures: the converted shared MOVi sample and a tiny synthetic dataset (built once per session)."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 from absl import flags
@@ -14,6 +16,13 @@ SHARED = os.environ.get("STATM_SHARED_DIR", os.path.join(os.path.dirname(REPO), 
 MOVI_SAMPLE = os.path.join(SHARED, "movi_sample")
 REFERENCE_EVAL = os.path.join(MOVI_SAMPLE, "savi_reference_eval_k10.npz")
 sys.path.insert(0, REPO)
+# One persistent compilation cache for every training subprocess of the session: most runs share the tiny
+# config, so only the first one compiles (each test's workdir would otherwise start cold).
+COMPILATION_CACHE = os.path.join(tempfile.gettempdir(), f"statm-test-compilation-cache-{os.getpid()}")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 def _quiet(*_args, **_kwargs):

@@ -25,8 +25,10 @@ def test_retention_keeps_the_newest_and_every_period(tmp_path):
     assert Checkpoints(str(tmp_path), 1).all_steps() == [4, 8, 9, 10]
 
 
+@pytest.mark.slow
 def test_no_restorable_checkpoint_is_one_error_and_changes_nothing(tiny_synthetic, tmp_path):
-    """Checkpoints exist but none restores (here: another model's tree): exit 1, one message, no fresh start."""
+    """Checkpoints exist but none restores (here: another model's tree): exit 1, one message, no fresh start;
+    with --allow_fresh_start they are moved aside, kept whole, and the run trains from scratch."""
     ckpts = Checkpoints(str(tmp_path / "w"), every_steps=1)
     for step in (1, 2):
         ckpts.save(step, {"w": jnp.zeros(3)}, {"global_next_index": 4 * step}, {})
@@ -37,6 +39,12 @@ def test_no_restorable_checkpoint_is_one_error_and_changes_nothing(tiny_syntheti
     assert "no checkpoint in" in r.stderr and "step 2: " in r.stderr and "step 1: " in r.stderr
     assert "Nothing was changed" in r.stderr and r.stdout.count("cannot be restored") == 2
     assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == before
+    fresh = train(tiny_synthetic, tmp_path / "w", "--allow_fresh_start", "--config.num_train_steps=2")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    aside = glob.glob(str(tmp_path / "w" / "checkpoints.unrestorable-*"))
+    assert len(aside) == 1 and sorted(os.listdir(aside[0])) == before
+    assert f"they are kept in {aside[0]} and training starts from scratch" in fresh.stdout
+    assert Checkpoints(str(tmp_path / "w"), 1).all_steps() == [1, 2]
 
 
 def metric_rows(workdir):

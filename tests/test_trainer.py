@@ -9,19 +9,22 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import tiny_train_config
-from conftest import REPO
+from conftest import COMPILATION_CACHE, REPO
 
+from configs import tiny
 from trainer import mfu, steps
 from trainer.run import setup
 
-CONFIG = os.path.join(os.path.dirname(__file__), "tiny_train_config.py")
+CONFIG = os.path.join(REPO, "configs", "tiny.py")
 
 
-def train(data_dir, workdir, *overrides, devices=1, mode="train"):
+def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=True):
+    """`python -m trainer.main` on the tiny config; with `shared_cache`, the session's compilation cache instead
+    of the default WORKDIR/compilation_cache."""
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    cache = [f"--config.compilation_cache_dir={COMPILATION_CACHE}"] if shared_cache else []
     return subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(workdir),
-                           "--mode", mode, f"--config.data.data_dir={data_dir}", *overrides],
+                           "--mode", mode, f"--config.data.data_dir={data_dir}", *cache, *overrides],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -40,8 +43,11 @@ def final_params(workdir, step):
 @pytest.mark.slow
 def test_one_and_four_devices_give_the_same_losses(tiny_synthetic, tmp_path):
     # A peak of 1 TFLOP/s stands in for a GPU's, so that the MFU path runs (CPUs are not in the peak table).
-    one = train(tiny_synthetic, tmp_path / "one", "--config.num_train_steps=3", "--config.peak_flops=1e12")
+    one = train(tiny_synthetic, tmp_path / "one", "--config.num_train_steps=3", "--config.peak_flops=1e12",
+                shared_cache=False)
     assert one.returncode == 0, one.stderr[-3000:]
+    cached = os.listdir(tmp_path / "one" / "compilation_cache")  # the default place: restarts load the step
+    assert any(name.startswith("jit_train_step-") for name in cached), cached
     four = train(tiny_synthetic, tmp_path / "four", "--config.num_train_steps=3", devices=4)
     assert four.returncode == 0, four.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
@@ -78,7 +84,7 @@ def test_resume_is_bit_identical(tiny_synthetic, tmp_path):
 def unrolled_step_flops(data_dir, tmp_path) -> float:
     """FLOPs of one train step of the tiny config, counted here independently of the trainer's MFU code: the
     step with time unrolled, lowered on abstract inputs (XLA counts a scanned time loop's body once)."""
-    config = tiny_train_config.get_config()
+    config = tiny.get_config()
     config.data.data_dir, config.num_train_steps = str(data_dir), 3
     run = setup(config, str(tmp_path / "flops"))
     step = steps.jit_train_step(run.model.clone(time_loop="python"), run.optimizer, run.targets, run.train_schema,
@@ -99,10 +105,20 @@ def test_bad_batch_is_refused_before_compile(tiny_synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_divergence_aborts_with_its_own_exit_code(tiny_synthetic, tmp_path):
-    r = train(tiny_synthetic, tmp_path / "w", "--config.learning_rate=1e30", "--config.warmup_steps=1",
+    """Step 2 applies a learning rate of 1e30 and step 3 is non-finite, between the saves of steps 1 and 4:
+    exit 3 naming step 3, step 1 kept and nothing after it saved; a rerun with a sane learning rate resumes
+    from step 1."""
+    w, steps = tmp_path / "w", ("--config.num_train_steps=6", "--config.checkpoint_every_steps=4")
+    r = train(tiny_synthetic, w, *steps, "--config.learning_rate=1e30", "--config.warmup_steps=1",
               "--config.max_grad_norm=1e30")
     assert r.returncode == 3, (r.returncode, r.stderr[-2000:])
-    assert "non-finite loss" in r.stderr and "Traceback" not in r.stderr
+    assert "non-finite loss or gradient at step 3" in r.stderr and "Traceback" not in r.stderr
+    assert "The newest checkpoint, step 1, is from before it and is kept" in r.stderr
+    assert sorted(int(d) for d in os.listdir(w / "checkpoints") if d.isdigit()) == [1]
+    resumed = train(tiny_synthetic, w, *steps, "--config.learning_rate=1e-3", "--config.warmup_steps=1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step 1 " in resumed.stdout
+    assert sorted(losses(w)) == [1, 2, 3, 4, 5, 6] and all(np.isfinite(v) for v in losses(w).values())
 
 
 def test_unwritable_workdir(tiny_synthetic):

@@ -9,23 +9,42 @@ onto any device count; a newest step that cannot be restored falls back to the o
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+ITEMS = ("state", "data", "meta")
 
 
 class CheckpointError(RuntimeError):
     """No saved step of the workdir can be restored."""
 
 
+class _Manager(ocp.CheckpointManager):
+    """Orbax's manager, with preemption polls kept in step order.
+
+    JAX's sync manager remembers the step of the latest poll and, on a SIGTERM, agrees on that step + 1.
+    Orbax's finalize thread also polls, with the step it has just written, which may be several steps old:
+    a SIGTERM arriving then set the sync point to a step the loop had already passed, and the run ignored
+    the signal until SIGKILL (seen in the chaos bench). Polls older than the newest are answered here."""
+
+    _newest_poll = -1
+
+    def reached_preemption(self, step: int) -> bool:
+        if step < self._newest_poll:
+            return False
+        self._newest_poll = step
+        return super().reached_preemption(step)
+
+
 class Checkpoints:
     def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")  # Orbax needs absolute paths
-        self.manager = ocp.CheckpointManager(
-            self.directory, item_names=("state", "data", "meta"),
-            options=ocp.CheckpointManagerOptions(save_interval_steps=every_steps, max_to_keep=keep,
-                                                 keep_period=keep_period or None, enable_async_checkpointing=True,
-                                                 cleanup_tmp_directories=True, create=True))
+        self._options = ocp.CheckpointManagerOptions(
+            save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_period or None,
+            enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+        self.manager = _Manager(self.directory, item_names=ITEMS, options=self._options)
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict, force: bool = False) -> bool:
         if step in self.manager.all_steps():
@@ -35,7 +54,12 @@ class Checkpoints:
             force=force)
 
     def should_save(self, step: int) -> bool:
+        """Due by the interval, the first step of a fresh run, or the step all processes agreed to stop at
+        after a SIGTERM (JAX's preemption sync point, which must be polled every step)."""
         return self.manager.should_save(step)
+
+    def reached_preemption(self, step: int) -> bool:
+        return self.manager.reached_preemption(step)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -65,9 +89,18 @@ class Checkpoints:
                       "the step before it", flush=True)
         if failures:
             raise CheckpointError(f"no checkpoint in {self.directory} can be restored: " + "; ".join(failures)
-                                  + ". Nothing was changed: to train from scratch, move that directory away (or "
-                                  "use another --workdir)")
+                                  + ". Nothing was changed: to train from scratch, pass --allow_fresh_start (the "
+                                  "directory is kept under another name) or use another --workdir")
         return None
+
+    def set_aside(self) -> str:
+        """Moves the checkpoint directory to checkpoints.unrestorable-TIME (kept, not deleted) and starts an
+        empty one; returns the new name of the old directory."""
+        self.close()
+        aside = f"{self.directory}.unrestorable-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(self.directory, aside)
+        self.manager = _Manager(self.directory, item_names=ITEMS, options=self._options)
+        return aside
 
     def close(self) -> None:
         self.manager.wait_until_finished()

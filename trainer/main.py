@@ -1,47 +1,80 @@
-"""python -m trainer.main --config configs/NAME.py --workdir DIR [--mode train|eval] [--step N] [--config.k=v ...]
+"""python -m trainer.main --config configs/NAME.py --workdir DIR [--mode train|eval] [--step N]
+                         [--allow_fresh_start] [--config.k=v ...]
 
 Trains with periodic evaluation and resumes from WORKDIR/checkpoints; `--mode eval` evaluates the latest
-checkpoint (or --step N) on the full validation split. Exit codes: 0 done, 1 bad input (one message that
-names the thing and the fix, e.g. a broken config rule or no checkpoint that restores), 3 a non-finite step
-with nonfinite_updates=stop (not applied; nothing after it saved).
+checkpoint (or --step N) on the full validation split. Every attempt appends to WORKDIR/events.jsonl
+(`python -m trainer.goodput WORKDIR` reports on it).
+
+Exit codes (README, "Preemption and resumption"):
+  0   done;
+  1   bad input: one message that names the thing and the fix (a broken config rule, no checkpoint that
+      restores, ...). Do not restart;
+  3   a non-finite step with nonfinite_updates=stop (not applied; nothing after it saved). Do not restart:
+      the same state reproduces it;
+  75  SIGTERM or SIGUSR1: the step all processes agreed on is saved. Restart the same command to resume.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cli.config_flags import check_config_overrides
 from data.records.codec import DataError
-from trainer import evaluate, summary, train
+from trainer import evaluate, runtime, summary, train
 from trainer.checkpoint import CheckpointError
-from trainer.run import TrainingDiverged
+from trainer.events import EventLog
+from trainer.run import Preempted, TrainingDiverged
+
+EXIT_DONE, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_RESUMABLE = 0, 1, 3, 75  # 75: sysexits' EX_TEMPFAIL
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, metrics, TensorBoard, pictures.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate.")
 _STEP = flags.DEFINE_integer("step", None, "--mode eval: the checkpoint step (default: the latest).")
+_ALLOW_FRESH_START = flags.DEFINE_bool(
+    "allow_fresh_start", False, "When checkpoints exist but none restores, move them aside and train from "
+    "scratch (default: stop with exit 1 and change nothing).")
+
+
+def run(config, events: EventLog) -> int:
+    try:
+        if _MODE.value == "eval":
+            print(json.dumps(evaluate.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value), indent=1))
+        else:
+            result = train.train_and_evaluate(config, _WORKDIR.value, events, _ALLOW_FRESH_START.value)
+            print(summary.report(result, _WORKDIR.value), flush=True)
+    except Preempted as e:
+        print(f"{e} (exit {EXIT_RESUMABLE})", flush=True)
+        return EXIT_RESUMABLE
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (DataError, ValueError, FileNotFoundError, OSError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_DONE
 
 
 def main(argv) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value
-    try:
-        if _MODE.value == "eval":
-            print(json.dumps(evaluate.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value), indent=1))
-        else:
-            print(summary.report(train.train_and_evaluate(config, _WORKDIR.value), _WORKDIR.value), flush=True)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except (DataError, ValueError, FileNotFoundError, OSError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    events = EventLog()  # from process start: imports and start-up count in the goodput report
+    runtime.initialize_distributed()  # before any JAX computation: it also arms the SIGTERM notifier
+    runtime.forward_sigusr1_to_sigterm()
+    if os.path.isdir(_WORKDIR.value or ""):  # a restart: log it from here (a new workdir is checked first)
+        events.attach(os.path.abspath(_WORKDIR.value), _MODE.value == "train" and jax.process_index() == 0)
+    code = run(_CONFIG.value, events)
+    runtime.shutdown_distributed()
+    events.phase("shutdown")  # pending async saves were awaited when the run closed
+    events.note("exit", code=code)
+    events.close()
+    return code
 
 
 if __name__ == "__main__":

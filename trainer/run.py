@@ -23,13 +23,28 @@ from data.pipeline import datasets
 from data.records.shards import VideoRecordSource
 from model import build
 from model.video import STATMSAVi
-from trainer import checkpoint, writers
+from trainer import checkpoint, runtime, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 
 
 class TrainingDiverged(RuntimeError):
     """Non-finite loss or gradient norm; the state at the last checkpoint is untouched."""
+
+
+class Preempted(RuntimeError):
+    """A SIGTERM (or SIGUSR1) reached every process; the agreed step is saved and the run can resume."""
+
+    def __init__(self, step: int):
+        super().__init__(f"received a termination signal: saved step {step}; rerun the same command to resume")
+        self.step = step
+
+
+def compilation_cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+    """Where compiled steps are kept across restarts (None: off). Default WORKDIR/compilation_cache."""
+    if not config.compilation_cache:
+        return None
+    return config.compilation_cache_dir or os.path.join(workdir, "compilation_cache")
 
 
 def check_workdir(workdir: str) -> str:
@@ -89,6 +104,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
     """mode "train" opens both splits and writes metrics; "eval" opens the eval split only and writes none."""
     validate(config, jax.device_count(), jax.process_count())
     workdir = check_workdir(workdir)
+    cache = compilation_cache_dir(config, workdir)
+    if cache:
+        runtime.enable_compilation_cache(cache, config.compilation_cache_min_seconds)
     is_primary = jax.process_index() == 0
     mesh = mesh_lib.make_mesh()
     spec = datasets.spec_from_config(config)

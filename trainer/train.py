@@ -14,10 +14,11 @@ import jax
 
 from data.pipeline import datasets
 from model import build, decoder
-from trainer import checkpoint, evaluate, mfu, steps, writers
+from trainer import checkpoint, evaluate, mfu, runtime, steps, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
-from trainer.run import Run, TrainingDiverged, setup
+from trainer.events import EventLog
+from trainer.run import Preempted, Run, TrainingDiverged, setup
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,22 @@ def due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
 
 
-def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it,
-                          fingerprint: dict[str, Any]) -> tuple[state_lib.TrainState, int]:
-    """(state, updates skipped so far). The newest checkpoint that restores, with its data position (refused
-    if written with other data, seed or chain); the metrics logged after it are dropped, so that each step
-    has one row. Or a fresh state: config.init_from's parameters, or new ones (with data-dependent readout
-    biases when config.readout_bias_init says so)."""
+def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, fingerprint: dict[str, Any],
+                          allow_fresh_start: bool = False) -> tuple[state_lib.TrainState, int, bool]:
+    """(state, updates skipped so far, whether it was restored). The newest checkpoint that restores, with its
+    data position (refused if written with other data, seed or chain); the metrics logged after it are
+    dropped, so that each step has one row. Or a fresh state: config.init_from's parameters, or new ones (with
+    data-dependent readout biases when config.readout_bias_init says so). Checkpoints that exist but none of
+    which restores end the run (CheckpointError), unless `allow_fresh_start` sets them aside."""
     c, ckpts = run.config, run.checkpoints
-    restored = ckpts.restore_newest_good(run.abstract_state)
+    try:
+        restored = ckpts.restore_newest_good(run.abstract_state)
+    except checkpoint.CheckpointError as e:
+        if not allow_fresh_start:
+            raise
+        print(f"warning: {str(e).split('. Nothing was changed')[0]}. --allow_fresh_start: they are kept in "
+              f"{ckpts.set_aside()} and training starts from scratch", flush=True)
+        restored = None
     if restored is not None:
         step, state, data_state, meta = restored
         if meta.get("data_fingerprint", {}).get("sha256") != fingerprint["sha256"]:
@@ -41,8 +50,9 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it,
                              f"({meta.get('data_fingerprint')} vs {fingerprint}); use a new --workdir")
         train_it.set_state(data_state)
         run.writer.resume_at(step)
-        log.info("resumed from step %d (data state %s)", step, data_state)
-        return state, int(meta.get("skipped_updates", 0))
+        if run.is_primary:
+            print(f"resumed from step {step} (data position {data_state})", flush=True)
+        return state, int(meta.get("skipped_updates", 0)), True
     params = jax.jit(run.init_params, out_shardings=run.replicated)()
     if c.init_from:
         params = checkpoint.restore_params(c.init_from, run.abstract_state.params)
@@ -54,7 +64,7 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it,
                          out_shardings=run.replicated)(params)
     state = jax.jit(lambda p: state_lib.create_train_state(p, run.optimizer), out_shardings=run.replicated)(params)
     run.writer.resume_at(-1)  # a fresh start: rows left by an earlier attempt that saved nothing are dropped
-    return state, 0
+    return state, 0, False
 
 
 def check_finite(run: Run, step: int, finite: jax.Array, skipped: int) -> int:
@@ -91,12 +101,16 @@ def log_train_metrics(run: Run, step: int, metrics: dict, progress: writers.Prog
         print(writers.progress_line(step, run.config.num_train_steps, scalars), flush=True)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
+                       allow_fresh_start: bool = False) -> dict[str, Any]:
     """Trains config.num_train_steps steps (resuming from WORKDIR/checkpoints), evaluating periodically.
-    Returns {"initial": metrics at step 0 or None, "final": the last evaluation, "step": the last step}."""
+    Returns {"initial": metrics at step 0 or None, "final": the last evaluation, "step": the last step}.
+    Raises Preempted after saving the step that all processes agreed on when a SIGTERM came."""
+    events = events or EventLog()
     # ------------------------------------------------------------------------ Setup
     # Config rules (before any compile), workdir, data sources, model, optimizer, checkpoints, writer.
     run = setup(config, workdir)
+    events.attach(run.workdir, run.is_primary)
     c = run.config
 
     # ------------------------------------------------------------------------ Input
@@ -105,8 +119,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                                        c.data.worker_count, c.data.read_threads, c.data.prefetch_buffer_size)
     fingerprint = datasets.data_fingerprint(run.train_source, run.spec, c.seed)  # what the data state is valid for
     try:
+        events.phase("startup")
         # -------------------------------------------------------------------- State
-        state, skipped = restore_or_initialise(run, train_ds, train_it, fingerprint)
+        state, skipped, restored = restore_or_initialise(run, train_ds, train_it, fingerprint, allow_fresh_start)
+        step = int(state.step)
+        events.phase("restore" if restored else "initialise", step=step)
         if run.is_primary:
             print(build.parameter_overview(state.params), flush=True)
             run.writer.write_hparams({"config": c.to_json()})
@@ -121,11 +138,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
         # -------------------------------------------------------------------- Loop
         meta = {"data_fingerprint": fingerprint, "config": json.loads(c.to_json())}
-        step = int(state.step)
+        first = step
         pending = None  # (step, finite flag) not read yet: read one step late, so the host does not wait on it
         progress = writers.Progress(c.num_train_steps, step, c.batch_size)
-        initial = evaluate.evaluate_and_log(run, eval_step, state.params, 0, progress) if (
-            step == 0 and c.eval_at_start) else None
+        initial = None
+        if step == 0 and c.eval_at_start:
+            initial = evaluate.evaluate_and_log(run, eval_step, state.params, 0, progress)
+            events.phase("eval", step=0)
         final = None
         while step < c.num_train_steps:
             wait = time.perf_counter()
@@ -138,29 +157,44 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 flop_share = (flops or 0.0) / peak
             state, metrics = train_step(state, batch)
             step += 1
+            if step == first + 1:
+                events.phase("first_step", step=step)  # the first batch and the compile (or a cache load)
             if pending is not None:
                 skipped = check_finite(run, *pending, skipped)
             pending = (step, metrics["finite"])
-            # After each step, in this order: log, checkpoint, evaluate (preemption checks belong here too).
+            # After each step, in this order: log, checkpoint (also at a preemption sync point), evaluate.
             # A step that is logged, saved or evaluated has its finite flag read first.
             log_due, eval_due = due(step, c.log_loss_every_steps, c.num_train_steps), due(step, c.eval_every_steps,
                                                                                         c.num_train_steps)
-            if log_due or eval_due or run.checkpoints.should_save(step):
+            save_due = run.checkpoints.should_save(step)  # polled every step: the preemption sync needs it
+            if log_due or eval_due or save_due:
                 skipped, pending = check_finite(run, *pending, skipped), None
             if log_due:
                 log_train_metrics(run, step, metrics, progress, flop_share, skipped)
-            start = time.perf_counter()  # the manager saves every checkpoint_every_steps (async)
-            run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
-                                                                     "skipped_updates": skipped})
-            progress.pause(time.perf_counter() - start)
+            if save_due or eval_due or events.since_last() > 30:
+                events.phase("train", step=step)
+            if save_due:
+                start = time.perf_counter()  # async: this is the blocking part (a device-to-host copy)
+                run.checkpoints.save(step, state, train_it.get_state(), {
+                    **meta, "examples_seen": step * c.batch_size, "skipped_updates": skipped})
+                if run.checkpoints.reached_preemption(step):
+                    run.checkpoints.manager.wait_until_finished()
+                    events.phase("save", step=step, preemption=True)
+                    runtime.all_processes_reach("preemption_save_done")
+                    raise Preempted(step)
+                progress.pause(time.perf_counter() - start)
+                events.phase("save", step=step)
             if eval_due:
                 final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
+                events.phase("eval", step=step)
 
         # -------------------------------------------------------------------- End
         run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
                                                                  "skipped_updates": skipped}, force=True)
+        events.phase("save", step=step)
         if final is None:
             final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
+            events.phase("eval", step=step)
         return {"initial": initial, "final": final, "step": step}
     finally:  # also on errors: finish pending async saves, stop data threads, flush logs
         run.close()

@@ -1,4 +1,9 @@
-"""A tiny end-to-end training config for tests: the demo config shrunk to seconds per step."""
+"""The demo config shrunk to a fraction of a second per step: for tests, the chaos bench and smoke checks.
+
+python -m trainer.main --config configs/tiny.py --config.data.data_dir=DIR --workdir WORKDIR
+(DIR: e.g. `python -m data.synthetic --out_dir DIR --num_train 24 --num_validation 6 --resolution 32
+--num_frames 12`)
+"""
 
 from configs import demo
 
