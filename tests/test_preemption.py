@@ -2,6 +2,7 @@
 an async checkpoint write is in flight), a SIGTERM and a SIGUSR1, each followed by a restart; then the
 goodput report over all of it. One chaos run (bench/chaos.py, small) serves every test here."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -111,6 +112,24 @@ def test_goodput_splits_training_at_the_step_the_next_attempt_restored(tmp_path)
     assert r["wall"] == pytest.approx(32.5) and r["accounted"] == pytest.approx(32.5)
     assert [a["exit_code"] for a in r["attempts"]] == [None, 0]
     assert [a["to_first_step"] for a in r["attempts"]] == [5.0, 4.0]
+
+
+def test_compilation_cache_is_on_by_default_in_the_workdir(tmp_path):
+    """The persistent cache is where a restart finds it: WORKDIR/compilation_cache unless configured."""
+    from configs import tiny
+    from trainer.run import compilation_cache_dir
+
+    config = tiny.get_config()
+    assert compilation_cache_dir(config, str(tmp_path)) == str(tmp_path / "compilation_cache")
+    config.compilation_cache_dir = "/shared/cache"
+    assert compilation_cache_dir(config, str(tmp_path)) == "/shared/cache"
+    config.compilation_cache = False
+    assert compilation_cache_dir(config, str(tmp_path)) is None
+
+
+@pytest.mark.slow
+def test_a_cached_step_is_written_for_the_next_restart(chaos_run):
+    assert any(name.startswith("jit_train_step-") for name in os.listdir(COMPILATION_CACHE))
 
 
 def test_preemption_polls_never_go_back_a_step(tmp_path, monkeypatch):
