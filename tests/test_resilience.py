@@ -5,11 +5,14 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO
 from test_trainer import final_params, losses, train
 
 from data.pipeline import datasets
@@ -120,3 +123,14 @@ def test_nonfinite_step_is_never_saved_and_the_run_resumes(tiny_synthetic, tmp_p
     assert [rows[s]["train/skipped_updates"] for s in (3, 4, 5, 6)] == [1, 1, 1, 1]
     params, _ = final_params(w, 6)
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(params))
+
+
+def test_processes_probing_one_workdir_do_not_trip_each_other(tmp_path):
+    """Every process of a multi-host run checks the shared workdir at the same moment: each probe is its own."""
+    loop = ("import sys; from trainer.run import check_workdir\n"
+            "for _ in range(400): check_workdir(sys.argv[1])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", loop, str(tmp_path)], cwd=REPO, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert os.listdir(tmp_path) == []
