@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -126,11 +127,15 @@ def test_nonfinite_step_is_never_saved_and_the_run_resumes(tiny_synthetic, tmp_p
 
 
 def test_processes_probing_one_workdir_do_not_trip_each_other(tmp_path):
-    """Every process of a multi-host run checks the shared workdir at the same moment: each probe is its own."""
-    loop = ("import sys; from trainer.run import check_workdir\n"
-            "for _ in range(400): check_workdir(sys.argv[1])\n")
-    procs = [subprocess.Popen([sys.executable, "-c", loop, str(tmp_path)], cwd=REPO, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    """Every process of a multi-host run checks the shared workdir at the same moment: each probe is its own.
+    Three processes probe one directory over and over during the same second."""
+    loop = ("import sys, time; from trainer.run import check_workdir\n"
+            "start = float(sys.argv[2])\n"
+            "while time.time() < start: time.sleep(0.001)\n"
+            "while time.time() < start + 1.5: check_workdir(sys.argv[1])\n")
+    start = time.time() + 8  # after every process has imported the trainer
+    procs = [subprocess.Popen([sys.executable, "-c", loop, str(tmp_path), str(start)], cwd=REPO,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert os.listdir(tmp_path) == []
