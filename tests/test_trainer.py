@@ -118,6 +118,17 @@ def test_divergence_aborts_with_its_own_exit_code(tiny_synthetic, tmp_path):
     assert sorted(losses(w)) == [2, 3, 4, 5, 6] and all(np.isfinite(v) for v in losses(w).values())
 
 
+def test_half_a_multi_process_layout_is_one_clear_error(tiny_synthetic, tmp_path):
+    """A coordinator address without a process count is refused with the variables to set, not a traceback."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"}
+    env.pop("JAX_NUM_PROCESSES", None)
+    r = subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(tmp_path),
+                        f"--config.data.data_dir={tiny_synthetic}"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "jax.distributed cannot start a multi-process run" in r.stderr and "JAX_NUM_PROCESSES" in r.stderr
+
+
 def test_unwritable_workdir(tiny_synthetic):
     r = train(tiny_synthetic, "/proc/statm_savi_workdir")
     assert r.returncode == 1 and "is not writable" in r.stderr

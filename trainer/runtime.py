@@ -15,7 +15,8 @@ import socket
 
 import jax
 
-COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"  # set: a multi-process run, its layout detected by jax
+# A multi-process layout, where a cluster does not give it: JAX detects SLURM, Open MPI and Kubernetes itself.
+LAYOUT_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
 def free_port() -> int:
@@ -25,12 +26,18 @@ def free_port() -> int:
 
 
 def initialize_distributed() -> None:
-    """Multi-process when the cluster says so (JAX_COORDINATOR_ADDRESS, or SLURM with more than one task);
-    otherwise a one-process coordinator on 127.0.0.1, which is what turns on the SIGTERM notifier."""
+    """Multi-process when the environment says so (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID, or SLURM with more than one task); otherwise a one-process coordinator on 127.0.0.1, which
+    is what turns on the SIGTERM notifier."""
     if jax.distributed.is_initialized():
         return
-    if os.environ.get(COORDINATOR_ENV) or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        jax.distributed.initialize()
+    address, count, index = (os.environ.get(k) for k in LAYOUT_ENV)
+    if address or count or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        try:
+            jax.distributed.initialize(address, int(count) if count else None, int(index) if index else None)
+        except ValueError as e:
+            raise SystemExit(f"error: jax.distributed cannot start a multi-process run ({e}). Set all of "
+                             f"{', '.join(LAYOUT_ENV)}, or run under srun / mpirun / a Kubernetes JobSet") from None
     else:
         jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0)
 
