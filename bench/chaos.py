@@ -47,8 +47,8 @@ class Attempt:
         return int(m.group(1)) if m else None
 
 
-def command(data_dir: str, workdir: str, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", workdir,
+def command(data_dir: str, workdir: str, overrides: list[str], config: str = CONFIG) -> list[str]:
+    return [sys.executable, "-m", "trainer.main", "--config", config, "--workdir", workdir,
             f"--config.data.data_dir={data_dir}", *overrides]
 
 

@@ -13,7 +13,6 @@ import argparse
 import os
 import random
 import shutil
-import sys
 import tempfile
 
 from bench import chaos
@@ -23,9 +22,8 @@ REPO = chaos.REPO
 
 
 def attempt(config: str, data: str, workdir: str, cache: str, log: str) -> chaos.Attempt:
-    cmd = [sys.executable, "-m", "trainer.main", "--config", config, "--workdir", workdir,
-           f"--config.data.data_dir={data}", f"--config.compilation_cache_dir={cache}",
-           "--config.eval_at_start=False"]
+    cmd = chaos.command(data, workdir, [f"--config.compilation_cache_dir={cache}", "--config.eval_at_start=False"],
+                        config)
     a = chaos.run_attempt(cmd, chaos.environment(), workdir, "sigterm", random.Random(0), log)
     if a.returncode != chaos.EXIT_RESUMABLE:
         raise SystemExit(f"expected exit {chaos.EXIT_RESUMABLE}, got {a.returncode}:\n{a.stderr[-3000:]}")

@@ -1,7 +1,8 @@
 """One Orbax CheckpointManager in WORKDIR/checkpoints: train state + data-iterator state + run metadata.
 
-Saves are asynchronous; `save` is called every step and the manager decides (every checkpoint_every_steps,
-plus the first step of a fresh run). Retention keeps the newest `keep` steps plus every step divisible by
+Saves are asynchronous. `should_save` is polled every step (it also carries the preemption sync point) and
+says when to `save`: every checkpoint_every_steps, the first step of a fresh run, the step agreed after a
+SIGTERM. Retention keeps the newest `keep` steps plus every step divisible by
 `keep_period`. Restores use an abstract target carrying the *current* shardings, so a checkpoint restores
 onto any device count; a newest step that cannot be restored falls back to the one before it.
 """
@@ -26,8 +27,8 @@ class _Manager(ocp.CheckpointManager):
 
     JAX's sync manager remembers the step of the latest poll and, on a SIGTERM, agrees on that step + 1.
     Orbax's finalize thread also polls, with the step it has just written, which may be several steps old:
-    a SIGTERM arriving then set the sync point to a step the loop had already passed, and the run ignored
-    the signal until SIGKILL (seen in the chaos bench). Polls older than the newest are answered here."""
+    a SIGTERM arriving then can set the sync point to a step the loop has already passed, and the run
+    ignores the signal until SIGKILL. Polls older than the newest are answered here."""
 
     _newest_poll = -1
 
@@ -102,8 +103,11 @@ class Checkpoints:
         self.manager = _Manager(self.directory, item_names=ITEMS, options=self._options)
         return aside
 
-    def close(self) -> None:
+    def wait_until_finished(self) -> None:
         self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait_until_finished()
         self.manager.close()
 
 

@@ -103,9 +103,7 @@ def account(attempts: list[Attempt]) -> dict:
     parts = {k: 0.0 for k, _ in PARTS}
     for i, a in enumerate(attempts):
         nxt = attempts[i + 1] if i + 1 < len(attempts) else None
-        upto = None
-        if nxt is not None and nxt.resumed_from >= 0:
-            upto = nxt.resumed_from
+        upto = nxt.resumed_from if nxt is not None and nxt.resumed_from >= 0 else None  # None: all kept
         kept, lost = train_seconds(a, upto)
         parts["productive"] += kept
         parts["redone"] += lost

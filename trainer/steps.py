@@ -57,7 +57,8 @@ def train_step(state: TrainState, batch: dict, *, model, optimizer: optax.Gradie
         loss, per_target, grads = jax.tree_util.tree_map(lambda x: x / grad_accum_steps, (loss, per_target, grads))
     grad_norm = optax.global_norm(grads)
     # Loss and gradient only: one more reduction here (say over the updates) changes XLA's fusion of the
-    # update, and with it the float rounding of every run. Parameters are checked before each save instead.
+    # update, and with it the float rounding of every run. An update that overflows with a finite loss and
+    # gradient shows as a non-finite loss one step later.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -78,7 +78,7 @@ def check_finite(run: Run, step: int, finite: jax.Array, skipped: int) -> int:
             print(f"warning: non-finite loss or gradient at step {step}: update skipped "
                   f"({skipped + 1} so far)", flush=True)
         return skipped + 1
-    run.checkpoints.manager.wait_until_finished()  # a save in flight is of a good step: let it land first
+    run.checkpoints.wait_until_finished()  # a save in flight is of a good step: let it land first
     latest = run.checkpoints.latest_step()
     kept = (f"The newest checkpoint, step {latest}, is from before it and is kept: rerun the same command with a "
             "lower learning_rate to resume from it, or pass --config.nonfinite_updates=skip" if latest is not None
@@ -178,7 +178,7 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
                 run.checkpoints.save(step, state, train_it.get_state(), {
                     **meta, "examples_seen": step * c.batch_size, "skipped_updates": skipped})
                 if run.checkpoints.reached_preemption(step):
-                    run.checkpoints.manager.wait_until_finished()
+                    run.checkpoints.wait_until_finished()
                     events.phase("save", step=step, preemption=True)
                     runtime.all_processes_reach("preemption_save_done")
                     raise Preempted(step)
