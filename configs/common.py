@@ -95,6 +95,13 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.compilation_cache = True
     config.compilation_cache_dir = ""  # "": WORKDIR/compilation_cache; on a cluster, a shared directory
     config.compilation_cache_min_seconds = 1.0  # programs that compile faster than this are not cached
+    # Hang protection (multi-process runs): a process that sends no heartbeat for this long is declared dead
+    # and the others end; barriers (preemption save, Orbax's commits) give up after barrier_timeout_seconds;
+    # the step watchdog ends every process with exit 76 when no step completes in step_timeout_seconds
+    # (0: off). The watchdog starts after the first step and pauses for evaluations, so compiles don't trip it.
+    config.heartbeat_timeout_seconds = 60
+    config.barrier_timeout_seconds = 300
+    config.step_timeout_seconds = 600
     # A non-finite loss or gradient: "stop" ends the run before anything after it is saved (exit 3);
     # "skip" leaves the state as it was, counts and logs the skip, and goes on.
     config.nonfinite_updates = "stop"

@@ -29,9 +29,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
 POSITIVE = ("batch_size", "eval_batch_size", "num_train_steps", "grad_accum_steps", "log_loss_every_steps",
             "eval_every_steps", "checkpoint_every_steps", "checkpoint_keep", "max_instances", "num_slots",
             "learning_rate", "max_grad_norm", "data.resolution", "data.train_frames", "data.eval_frames",
-            "model.slot_size", "model.decoder.resolution", "model.recurrence.num_iterations")
+            "model.slot_size", "model.decoder.resolution", "model.recurrence.num_iterations",
+            "heartbeat_timeout_seconds", "barrier_timeout_seconds")
 NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "checkpoint_keep_period",
-                "compilation_cache_min_seconds", "data.worker_count", "model.recurrence.memory_size")
+                "compilation_cache_min_seconds", "step_timeout_seconds", "data.worker_count",
+                "model.recurrence.memory_size")
 # Conditioning on first-frame objects makes one slot per object plus the background slot.
 CONDITIONED = ("boxes", "center_of_mass")
 
@@ -132,14 +134,15 @@ def _batches(config, num_devices: int, num_processes: int) -> list[str]:
     return out
 
 
-def problems(config: ml_collections.ConfigDict, num_devices: int = 1, num_processes: int = 1) -> list[str]:
-    """Every rule broken by `config`, as messages that name the keys and the fix (empty when it is valid)."""
+def problems(config: ml_collections.ConfigDict, num_devices: int | None = 1, num_processes: int = 1) -> list[str]:
+    """Every rule broken by `config`, as messages that name the keys and the fix (empty when it is valid).
+    num_devices None: the rules that need no devices (trainer.main checks them before jax.distributed starts)."""
     found = _choices(config) + _signs(config) + _layers(config)
     found += _slots(config) + _decoder_resolution(config) + _targets(config)
-    return found + _batches(config, num_devices, num_processes)
+    return found + (_batches(config, num_devices, num_processes) if num_devices is not None else [])
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int = 1, num_processes: int = 1) -> None:
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = 1, num_processes: int = 1) -> None:
     found = problems(config, num_devices, num_processes)
     if found:
         raise ConfigError(found)

@@ -40,11 +40,15 @@ class _Manager(ocp.CheckpointManager):
 
 
 class Checkpoints:
-    def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0):
+    def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0,
+                 barrier_timeout_seconds: int = 300):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")  # Orbax needs absolute paths
+        # Multi-process: every process writes its shards, process 0 commits; the barriers between them wait on
+        # the coordination service at most barrier_timeout_seconds (a dead peer then fails the save).
         self._options = ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_period or None,
-            enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
+            enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
+            async_options=ocp.AsyncOptions(timeout_secs=int(barrier_timeout_seconds)))
         self.manager = _Manager(self.directory, item_names=ITEMS, options=self._options)
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict, force: bool = False) -> bool:

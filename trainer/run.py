@@ -126,5 +126,5 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
                train_source=train_source, eval_source=eval_source, model=model, optimizer=optimizer,
                schedule=schedule, init_params=init_params, abstract_state=abstract,
                checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
-                                                  config.checkpoint_keep_period),
+                                                  config.checkpoint_keep_period, config.barrier_timeout_seconds),
                writer=writers.create_writer(workdir, is_primary and mode == "train"))

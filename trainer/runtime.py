@@ -1,5 +1,5 @@
-"""The process around the training: `jax.distributed`, signal forwarding and the persistent compilation cache.
-All of it must happen before the first JAX computation.
+"""The process around the training: `jax.distributed`, signal forwarding, barriers with timeouts and the
+persistent compilation cache. `initialize_distributed` must come before the first JAX computation.
 
 Preemption rides on JAX's own mechanism: `jax.distributed.initialize()` (also for a single process) starts a
 preemption sync manager whose C++ SIGTERM notifier propagates a signal to every process and agrees on a step;
@@ -9,14 +9,76 @@ so there is none; SIGUSR1, which some sites send instead, is turned into a SIGTE
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import os
 import signal
 import socket
+import sys
 
 import jax
 
 # A multi-process layout, where a cluster does not give it: JAX detects SLURM, Open MPI and Kubernetes itself.
 LAYOUT_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Explicit overrides (trainer.main's --coordinator_address / --num_processes / --process_id); each None
+    falls back to its JAX_* variable, then to the cluster's own detection."""
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+    def from_env(self) -> Layout:
+        address, count, index = (os.environ.get(k) for k in LAYOUT_ENV)
+        return Layout(self.coordinator_address or address or None,
+                      self.num_processes if self.num_processes is not None else (int(count) if count else None),
+                      self.process_id if self.process_id is not None else (int(index) if index else None))
+
+    @property
+    def multi_process(self) -> bool:
+        return (self.coordinator_address is not None or (self.num_processes or 1) > 1
+                or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+
+
+# A peer died, a barrier timed out or no step completed in time (trainer/watchdog.py): restartable like 75, but
+# nothing was saved at that moment, so the restart resumes from the last periodic checkpoint.
+EXIT_HUNG = 76
+
+
+def exit_peer_lost(reason: str) -> None:
+    """Ends this process at once with EXIT_HUNG. Not a normal exit: that would wait at JAX's shutdown
+    barrier for the dead peer and then abort."""
+    print(f"error: process {jax.process_index()}: {reason}. Exiting with {EXIT_HUNG}: restart the same command "
+          "to resume from the last checkpoint", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_HUNG)
+
+
+def _on_coordination_failure(status) -> None:
+    """Called by JAX's coordination client (its own thread) when the service reports a failed task, e.g. one
+    that missed heartbeats. JAX's default aborts the process (SIGABRT, a core dump and exit 134)."""
+    exit_peer_lost(f"the coordination service reports a failed process ({str(status).splitlines()[0][:300]})")
+
+
+@contextlib.contextmanager
+def _failure_callback():
+    """jax.distributed.initialize does not take the client's missed_heartbeat_callback, but the client factory it
+    calls does: pass ours for the duration of the call. Should a JAX upgrade drop the argument, JAX's default
+    (an abort) remains, which exits non-zero too."""
+    from jax._src.lib import _jax
+
+    factory = _jax.get_distributed_runtime_client
+    if "missed_heartbeat_callback" not in (factory.__doc__ or ""):
+        yield
+        return
+    _jax.get_distributed_runtime_client = functools.partial(factory, missed_heartbeat_callback=_on_coordination_failure)
+    try:
+        yield
+    finally:
+        _jax.get_distributed_runtime_client = factory
 
 
 def free_port() -> int:
@@ -25,21 +87,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def initialize_distributed() -> None:
-    """Multi-process when the environment says so (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-    JAX_PROCESS_ID, or SLURM with more than one task); otherwise a one-process coordinator on 127.0.0.1, which
-    is what turns on the SIGTERM notifier."""
+def initialize_distributed(layout: Layout | None = None, heartbeat_timeout_seconds: int = 100,
+                           initialization_timeout_seconds: int = 300) -> None:
+    """Multi-process when the layout, the environment (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    JAX_PROCESS_ID) or a cluster (SLURM with more than one task) says so; otherwise a one-process coordinator on
+    127.0.0.1, which is what turns on the SIGTERM notifier. A process that misses heartbeats for
+    `heartbeat_timeout_seconds` is declared dead, and the coordination service then ends the others."""
     if jax.distributed.is_initialized():
         return
-    address, count, index = (os.environ.get(k) for k in LAYOUT_ENV)
-    if address or count or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    layout = (layout or Layout()).from_env()
+    timeouts = {"heartbeat_timeout_seconds": int(heartbeat_timeout_seconds),
+                "initialization_timeout": int(initialization_timeout_seconds)}
+    if layout.multi_process:
         try:
-            jax.distributed.initialize(address, int(count) if count else None, int(index) if index else None)
-        except ValueError as e:
-            raise SystemExit(f"error: jax.distributed cannot start a multi-process run ({e}). Set all of "
-                             f"{', '.join(LAYOUT_ENV)}, or run under srun / mpirun / a Kubernetes JobSet") from None
+            with _failure_callback():
+                jax.distributed.initialize(layout.coordinator_address, layout.num_processes, layout.process_id,
+                                           **timeouts)
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"error: jax.distributed cannot start a multi-process run ({e}). Pass all of "
+                             "--coordinator_address, --num_processes and --process_id (or set "
+                             f"{', '.join(LAYOUT_ENV)}), or run under srun / mpirun / a Kubernetes JobSet") from None
     else:
-        jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0)
+        jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0, **timeouts)
 
 
 def shutdown_distributed() -> None:
@@ -63,10 +132,19 @@ def enable_compilation_cache(directory: str, min_compile_seconds: float) -> str:
     return directory
 
 
-def all_processes_reach(name: str) -> None:
-    """A barrier: on a scheduler that kills every task when one exits non-zero (srun), no process may leave
-    with the resumable code before all have finished their part of the preemption save."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+class BarrierTimeout(RuntimeError):
+    """A process did not reach a barrier in time: a peer is dead or hung."""
 
-        multihost_utils.sync_global_devices(name)
+
+def all_processes_reach(name: str, timeout_seconds: int) -> None:
+    """A barrier on the coordination service, which (unlike a device collective) has a timeout: on a scheduler
+    that kills every task when one exits non-zero (srun), no process may leave with the resumable code before
+    all have finished their part of the preemption save."""
+    if jax.process_count() > 1:
+        from orbax.checkpoint import multihost
+
+        try:
+            multihost.sync_global_processes(name, timeout=int(timeout_seconds))
+        except Exception as e:  # the coordination service raises its own status errors
+            raise BarrierTimeout(f"not every process reached {name!r} within {timeout_seconds} s ({type(e).__name__}:"
+                                 f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None

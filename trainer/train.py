@@ -19,6 +19,7 @@ from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer.events import EventLog
 from trainer.run import Preempted, Run, TrainingDiverged, setup
+from trainer.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,9 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
     train_it = datasets.train_iterator(train_ds, c.batch_size, jax.process_index(), jax.process_count(),
                                        c.data.worker_count, c.data.read_threads, c.data.prefetch_buffer_size)
     fingerprint = datasets.data_fingerprint(run.train_source, run.spec, c.seed)  # what the data state is valid for
+    # A step that does not come back within config.step_timeout_seconds ends the run (exit 76): armed by the
+    # first step (compiles excluded), paused around evaluations.
+    watchdog = Watchdog(c.step_timeout_seconds, jax.process_index())
     try:
         events.phase("startup")
         # -------------------------------------------------------------------- State
@@ -180,22 +184,26 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
                 if run.checkpoints.reached_preemption(step):
                     run.checkpoints.wait_until_finished()
                     events.phase("save", step=step, preemption=True)
-                    runtime.all_processes_reach("preemption_save_done")
+                    runtime.all_processes_reach("preemption_save_done", c.barrier_timeout_seconds)
                     raise Preempted(step)
                 progress.pause(time.perf_counter() - start)
                 events.phase("save", step=step)
             if eval_due:
-                final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
+                with watchdog.paused():
+                    final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
                 events.phase("eval", step=step)
+            watchdog.beat(step)
 
         # -------------------------------------------------------------------- End
         run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
                                                                  "skipped_updates": skipped}, force=True)
         events.phase("save", step=step)
         if final is None:
-            final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
+            with watchdog.paused():
+                final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
             events.phase("eval", step=step)
         return {"initial": initial, "final": final, "step": step}
     finally:  # also on errors: finish pending async saves, stop data threads, flush logs
+        watchdog.stop()
         run.close()
         train_it.close()

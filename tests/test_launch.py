@@ -1,0 +1,209 @@
+"""launch/: the local launcher's status, the step watchdog, the SLURM batch script under a fake SLURM (stub srun
+and scontrol), shellcheck on every shell script, the Kubernetes manifest, and the layout flags."""
+
+import glob
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import REPO
+
+from launch.local import child_env, exit_status
+from trainer.runtime import EXIT_HUNG, Layout
+from trainer.watchdog import Watchdog
+
+SBATCH = os.path.join(REPO, "launch", "slurm", "train.sbatch")
+
+# --------------------------------------------------------------------------------------------- launcher, watchdog
+
+
+def test_launcher_reports_one_status():
+    assert exit_status({0: 75, 1: 75}, None) == 75
+    assert exit_status({0: 0, 1: 0}, None) == 0
+    assert exit_status({0: 76, 1: -9}, 1) == 137  # the first failure (the killed process), as 128 + signal
+    assert exit_status({0: 1, 1: -15}, 0) == 1
+
+
+def test_launcher_gives_each_process_its_fake_devices():
+    env = child_env(3, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_foo", "JAX_PROCESS_ID": "4"})
+    assert env["XLA_FLAGS"] == "--xla_cpu_foo --xla_force_host_platform_device_count=3"
+    assert env["JAX_PLATFORMS"] == "cpu" and "JAX_PROCESS_ID" not in env  # the flags give the layout
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_watchdog_fires_when_no_step_completes_in_time(capsys):
+    exits = []
+    dog = Watchdog(0.3, process_index=1, exit=exits.append)
+    time.sleep(0.5)
+    assert exits == []  # not armed before the first step: compiling takes what it takes
+    dog.beat(1)
+    for step in range(2, 6):  # steps within the timeout keep it quiet
+        time.sleep(0.1)
+        dog.beat(step)
+    assert exits == []
+    assert wait_for(lambda: exits, 2.0) and exits[0] == EXIT_HUNG
+    assert "process 1: no training step completed within 0.3 s after step 5" in capsys.readouterr().err
+    dog.stop()
+
+
+def test_watchdog_pauses_for_evaluation():
+    exits = []
+    dog = Watchdog(0.3, exit=exits.append)
+    dog.beat(1)
+    with dog.paused():
+        time.sleep(0.8)  # a long evaluation
+    time.sleep(0.1)
+    assert exits == []
+    dog.stop()
+    off = Watchdog(0, exit=exits.append)  # 0: off
+    off.beat(1)
+    time.sleep(0.2)
+    assert exits == [] and off._thread is None
+
+
+def test_layout_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "8")
+    monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+    got = Layout(num_processes=2, process_id=1).from_env()
+    assert got == Layout("10.0.0.1:1234", 2, 1) and got.multi_process
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
+    monkeypatch.delenv("JAX_NUM_PROCESSES")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert not Layout().from_env().multi_process  # alone: the one-process coordinator
+
+# --------------------------------------------------------------------------------------------- SLURM, fake
+
+
+SRUN = """#!/bin/bash
+# Stub srun: SLURM_NTASKS local copies of the command, with the variables srun gives each task.
+echo "srun $*" >> "$FAKE_SLURM_LOG"
+while [[ $1 == -* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$((i % SLURM_NTASKS_PER_NODE)) SLURM_NODEID=$((i / SLURM_NTASKS_PER_NODE)) \\
+    SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST "$@" &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do wait "$p"; c=$?; if ((c > rc)); then rc=$c; fi; done
+exit $rc
+"""
+SCONTROL = """#!/bin/bash
+echo "scontrol $*" >> "$FAKE_SLURM_LOG"
+"""
+
+
+def executable(path, text: str) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def free_slurm_job_id() -> int:
+    """A job id whose coordinator port (JAX: 61440 + id mod 4096) is free here."""
+    for job in range(int(time.time()) % 4096, 1_000_000, 7):
+        port = 65535 - 4095 + job % 4096
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return job
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 61440-65535")
+
+
+def sbatch(tmp_path, job: int, **env):
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    executable(bindir / "srun", SRUN)
+    executable(bindir / "scontrol", SCONTROL)
+    python = executable(bindir / "python", f'#!/bin/bash\nexec {sys.executable} {REPO}/tests/slurm_probe.py "$@"\n')
+    log = tmp_path / "slurm.log"
+    log.write_text("")
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_SLURM_LOG": str(log), "REPO": REPO,
+           "PYTHON": python, "SLURM_JOB_ID": str(job), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+           "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "localhost", "SLURM_SUBMIT_DIR": REPO,
+           "DATA_DIR": "/data/movi_e", "RUN_DIR": str(tmp_path / "runs" / "pp"), "JAX_PLATFORMS": "cpu", **env}
+    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "XLA_FLAGS"):
+        env.pop(key, None)
+    r = subprocess.run(["bash", SBATCH, "--config.num_train_steps=10"], env=env, capture_output=True, text=True,
+                       timeout=180)
+    return r, log.read_text()
+
+
+@pytest.mark.slow
+def test_sbatch_starts_one_process_per_task_with_its_rank_and_requeues_on_75(tmp_path):
+    job = free_slurm_job_id()
+    r, calls = sbatch(tmp_path, job, PROBE_EXIT="75", SLURM_RESTART_COUNT="3")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    probes = [json.loads(line[len("PROBE "):]) for line in r.stdout.splitlines() if line.startswith("PROBE ")]
+    assert sorted((p["rank"], p["procid"]) for p in probes) == [(0, "0"), (1, "1")], r.stdout[-3000:]
+    assert {p["count"] for p in probes} == {2}
+    assert {p["coordinator"] for p in probes} == {f"localhost:{65535 - 4095 + job % 4096}"}  # JAX's SLURM rule
+    argv = probes[0]["argv"]
+    assert argv[:4] == ["-m", "trainer.main", "--config", os.path.join(REPO, "configs", "movi_e_statm_savi_pp.py")]
+    assert {"--workdir", str(tmp_path / "runs" / "pp"), "--config.data.data_dir=/data/movi_e",
+            f"--config.compilation_cache_dir={tmp_path / 'runs' / 'jax_compilation_cache'}",
+            "--config.num_train_steps=10"} <= set(argv)
+    assert "--xla_gpu_enable_latency_hiding_scheduler=true" in probes[0]["xla_flags"]  # from h800.env
+    assert "srun --kill-on-bad-exit=0" in calls
+    assert f"scontrol requeue {job}" in calls and "requeueing job" in r.stdout
+
+
+@pytest.mark.parametrize("code, restart, requeued, status", [
+    (1, 0, False, 1), (3, 0, False, 3), (76, 0, True, 0), (76, 50, False, 76), (137, 0, True, 0), (0, 0, False, 0)])
+def test_sbatch_requeues_only_what_a_restart_can_fix(tmp_path, code, restart, requeued, status):
+    r, calls = sbatch(tmp_path, 1234, PROBE_EXIT=str(code), PROBE_SKIP_JAX="1", SLURM_RESTART_COUNT=str(restart))
+    assert r.returncode == status, r.stdout[-2000:] + r.stderr[-2000:]
+    assert ("scontrol requeue 1234" in calls) == requeued, r.stdout[-2000:]
+
+
+def test_shellcheck_passes_on_every_shell_script():
+    scripts = [os.path.join(REPO, ".ci", "run"), SBATCH, os.path.join(REPO, "launch", "slurm", "h800.env")]
+    scripts += glob.glob(os.path.join(REPO, "**", "*.sh"), recursive=True)
+    shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    r = subprocess.run([shellcheck, "--external-sources", *sorted(set(scripts))], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+# --------------------------------------------------------------------------------------------- Kubernetes
+
+
+def test_jobset_wires_the_coordinator_and_the_exit_codes():
+    with open(os.path.join(REPO, "launch", "k8s", "jobset.yaml")) as f:
+        jobset = yaml.safe_load(f)
+    name, (rjob,) = jobset["metadata"]["name"], jobset["spec"]["replicatedJobs"]
+    job = rjob["template"]["spec"]
+    pod = job["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    port = container["ports"][0]["containerPort"]
+    # JobSet's pod names: <jobset>-<replicated job>-<job index>-<pod index>.<jobset> (the headless service).
+    assert env["JAX_COORDINATOR_ADDRESS"] == f"{name}-{rjob['name']}-0-0.{name}:{port}"
+    assert int(env["JAX_NUM_PROCESSES"]) == job["parallelism"] == job["completions"]
+    assert job["completionMode"] == "Indexed" and job["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
+    assert "job-completion-index" in env["JAX_PROCESS_ID"]["fieldRef"]["fieldPath"]
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [1, 3]  # never restarted
+    assert jobset["spec"]["failurePolicy"]["rules"][0] == {"action": "FailJobSet",
+                                                           "onJobFailureReasons": ["PodFailurePolicy"]}
+    assert jobset["spec"]["failurePolicy"]["maxRestarts"] > 0  # 75 and 76 restart the whole set
+    assert container["command"] == ["python", "-m", "trainer.main"]
+    assert any(a.startswith("--workdir=") for a in container["args"])
+    assert pod["terminationGracePeriodSeconds"] >= 60
