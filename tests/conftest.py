@@ -54,3 +54,20 @@ def tiny_synthetic(tmp_path_factory):
     generate(str(out), num_train=24, num_validation=6, resolution=32, num_frames=12, supersample=1,
              num_workers=1, log=_quiet)
     return str(out)
+
+
+# The run that 1-device and multi-process runs are compared with: one config for all of them, so that every
+# run of it after the first loads its compiled steps from the session cache.
+REFERENCE_STEPS = 12
+REFERENCE_OVERRIDES = (f"--config.num_train_steps={REFERENCE_STEPS}", "--config.checkpoint_every_steps=4")
+
+
+@pytest.fixture(scope="session")
+def four_device_losses(tiny_synthetic, tmp_path_factory):
+    """Per-step losses of the tiny config trained by 1 process with 4 devices, uninterrupted."""
+    from test_trainer import losses, train
+
+    work = tmp_path_factory.mktemp("one_by_four")
+    r = train(tiny_synthetic, work, *REFERENCE_OVERRIDES, devices=4)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return losses(work)

@@ -1,41 +1,44 @@
-"""Multi-process training on 127.0.0.1 through `python -m launch.local`: 2 processes × 2 CPU devices against
-1 process × 4, a SIGTERM to one process, a `kill -9` of one process; each followed by a restart on 1 × 4.
+"""Multi-process training on 127.0.0.1 through `python -m launch.local`, against 1 process × 4 devices.
 
-All runs share one config (12 steps, saves every 4) and the session's compilation cache. On CPU, JAX's cache
-keys differ between processes, so process 1 compiles its steps in every run (~20 s of each 2-process run)."""
+One scenario serves every test here (each 2-process run costs ~30 s: on CPU, JAX's compilation-cache keys
+differ between processes and only process 0 writes the cache, so process 1 compiles in every run):
+1. 2 processes × 2 devices from scratch; `kill -9` of process 1 after the save of step 4: process 0 exits 76;
+2. the same 2 × 2 command restarts from step 4; SIGTERM to process 1: both save one step k and exit 75;
+3. 1 process × 4 devices restarts from k and finishes.
+Steps 1..k are trained by 2-process runs, k+1..12 by 1 × 4; all are compared with an uninterrupted 1 × 4 run."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import pytest
-from conftest import COMPILATION_CACHE, REPO
+from conftest import COMPILATION_CACHE, REFERENCE_OVERRIDES, REFERENCE_STEPS, REPO
 from test_trainer import losses, train
 
-STEPS = 12
-OVERRIDES = (f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=4",
-             f"--config.compilation_cache_dir={COMPILATION_CACHE}")
-HEARTBEAT = 5  # seconds: the timeouts of the kill -9 test
+OVERRIDES = (*REFERENCE_OVERRIDES, f"--config.compilation_cache_dir={COMPILATION_CACHE}")
+TIMEOUT = 5  # seconds: heartbeat and barrier timeouts of the 2-process runs
 pytestmark = pytest.mark.slow
 
 
-def launch(data_dir, workdir, *overrides, log):
+@dataclass
+class Attempt:
+    code: int
+    out: str
+    seconds_after_signal: float | None = None
+
+
+def launch(data_dir, workdir, log):
     """`python -m launch.local` 2 × 2 in its own session, output to `log`."""
     cmd = [sys.executable, "-m", "launch.local", "--num_processes", "2", "--devices_per_process", "2",
            "--grace_seconds", "60", "--", "--config", os.path.join(REPO, "configs", "tiny.py"),
-           "--workdir", str(workdir), f"--config.data.data_dir={data_dir}", *OVERRIDES, *overrides]
+           "--workdir", str(workdir), f"--config.data.data_dir={data_dir}", *OVERRIDES,
+           f"--config.heartbeat_timeout_seconds={TIMEOUT}", f"--config.barrier_timeout_seconds={TIMEOUT}",
+           "--config.step_timeout_seconds=60"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def finish(proc, log, timeout=300):
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode, open(log).read()
 
 
 def rank_pid(launcher_pid: int, rank: int) -> int:
@@ -48,82 +51,67 @@ def rank_pid(launcher_pid: int, rank: int) -> int:
     raise LookupError(f"rank {rank} of launcher {launcher_pid} not found")
 
 
-def wait_for_step(workdir, step: int, proc, timeout=240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if max(losses(workdir), default=0) >= step if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"step {step} never logged in {workdir} (launcher exit {proc.poll()})")
+def logged_step(workdir) -> int:
+    return max(losses(workdir), default=0) if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else 0
 
 
-def assert_close(got: dict, want: dict, steps) -> None:
-    for s in steps:
-        assert got[s] == pytest.approx(want[s], rel=1e-6), (s, got[s], want[s])
+def signal_rank_at_step(data_dir, workdir, log, step: int, signum: int) -> Attempt:
+    """Starts 2 × 2, sends `signum` to process 1 once `step` is logged, and waits for the launcher."""
+    proc = launch(data_dir, workdir, log)
+    try:
+        deadline = time.time() + 240
+        while logged_step(workdir) < step and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None and logged_step(workdir) >= step, open(log).read()[-4000:]
+        os.kill(rank_pid(proc.pid, 1), signum)
+        sent = time.time()
+        proc.wait(timeout=120)
+        return Attempt(proc.returncode, open(log).read(), time.time() - sent)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_synthetic, tmp_path_factory):
-    """The uninterrupted 1 × 4 run."""
-    work = tmp_path_factory.mktemp("one_by_four")
-    r = train(tiny_synthetic, work, *OVERRIDES, devices=4)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return losses(work)
+def scenario(tiny_synthetic, tmp_path_factory, four_device_losses):  # the reference first: a warm 1 × 4 restart
+    work = tmp_path_factory.mktemp("multihost")
+    w = work / "run"
+    killed = signal_rank_at_step(tiny_synthetic, w, work / "killed.log", 5, signal.SIGKILL)  # after the save of 4
+    after_kill = losses(w)
+    terminated = signal_rank_at_step(tiny_synthetic, w, work / "terminated.log", 6, signal.SIGTERM)
+    saved = re.findall(r"received a termination signal: saved step (\d+);", terminated.out)
+    finished = train(tiny_synthetic, w, *OVERRIDES, devices=4)
+    return {"killed": killed, "after_kill": after_kill, "terminated": terminated, "saved": saved,
+            "finished": finished, "losses": losses(w)}
 
 
-def test_two_by_two_gives_the_losses_of_one_by_four(tiny_synthetic, tmp_path, reference):
-    code, out = finish(launch(tiny_synthetic, tmp_path / "w", log=tmp_path / "log"), tmp_path / "log")
-    assert code == 0, out[-4000:]
-    assert "[launch] exit codes [0, 0]: exiting with 0" in out
-    got = losses(tmp_path / "w")
-    assert sorted(got) == list(range(1, STEPS + 1))  # one metrics row per step: only process 0 writes
-    assert_close(got, reference, range(1, STEPS + 1))
-    assert out.count("validation (6 videos, all frames)") == 1  # the summary comes from process 0 alone
-    assert "[0] step 12/12" in out and "[1] step" not in out
+def test_kill9_of_one_process_ends_the_other_within_the_timeout(scenario):
+    a = scenario["killed"]
+    print(f"the surviving process ended {a.seconds_after_signal:.1f} s after the kill -9")
+    assert "[launch] rank 1 exited with -9" in a.out and "[launch] rank 0 exited with 76" in a.out, a.out[-4000:]
+    assert a.code == 128 + signal.SIGKILL  # the launcher reports the first failure: the killed process
+    assert a.seconds_after_signal < TIMEOUT + 10, a.out[-3000:]
+    assert "another process died" in a.out or "reports a failed process" in a.out, a.out[-3000:]
+    assert min(scenario["after_kill"]) == 1 and max(scenario["after_kill"]) >= 5
+    assert "[0] resumed from step 4 " in scenario["terminated"].out  # the restart resumes
 
 
-def test_sigterm_to_one_process_saves_the_same_step_on_both(tiny_synthetic, tmp_path, reference):
-    w = tmp_path / "w"
-    proc = launch(tiny_synthetic, w, log=tmp_path / "log")
-    wait_for_step(w, 2, proc)
-    os.kill(rank_pid(proc.pid, 1), signal.SIGTERM)
-    code, out = finish(proc, tmp_path / "log")
-    assert code == 75, out[-4000:]
-    assert "[launch] exit codes [75, 75]: exiting with 75" in out
-    saved = {int(line.split("saved step ")[1].split(";")[0]) for line in out.splitlines() if "saved step" in line}
-    assert len(saved) == 1 and 2 <= next(iter(saved)) < STEPS, out[-3000:]  # both processes name one step
-    step = saved.pop()
-    assert out.count(f"received a termination signal: saved step {step};") == 2
-    assert_close(losses(w), reference, range(1, step + 1))
-    resumed = train(tiny_synthetic, w, *OVERRIDES, devices=4)  # 1 process × 4 devices
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from step {step} " in resumed.stdout
-    got = losses(w)
-    assert sorted(got) == list(range(1, STEPS + 1))
-    assert_close(got, reference, range(step + 1, STEPS + 1))
+def test_sigterm_to_one_process_saves_one_step_on_both_and_exits_75(scenario):
+    a = scenario["terminated"]
+    assert a.code == 75 and "[launch] exit codes [75, 75]: exiting with 75" in a.out, a.out[-4000:]
+    assert len(scenario["saved"]) == 2 and len(set(scenario["saved"])) == 1, a.out[-3000:]  # both, one step
+    step = int(scenario["saved"][0])
+    assert 6 <= step < REFERENCE_STEPS
+    print(f"SIGTERM to process 1: both saved step {step} and exited 75 after {a.seconds_after_signal:.1f} s")
+    finished = scenario["finished"]
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert f"resumed from step {step} " in finished.stdout  # 1 process × 4 devices continues from it
 
 
-def test_kill9_of_one_process_ends_the_other_within_the_timeout(tiny_synthetic, tmp_path, reference):
-    w = tmp_path / "w"
-    timeouts = (f"--config.heartbeat_timeout_seconds={HEARTBEAT}", f"--config.barrier_timeout_seconds={HEARTBEAT}",
-                "--config.step_timeout_seconds=30")
-    proc = launch(tiny_synthetic, w, *timeouts, log=tmp_path / "log")
-    wait_for_step(w, 5, proc)  # after the save of step 4
-    os.kill(rank_pid(proc.pid, 1), signal.SIGKILL)
-    killed = time.time()
-    code, out = finish(proc, tmp_path / "log")
-    lines = [line for line in out.splitlines() if line.startswith("[launch] rank 0 exited")]
-    assert lines == ["[launch] rank 0 exited with 76"], out[-4000:]
-    assert code == 128 + signal.SIGKILL  # the launcher reports the first failure: the killed process
-    took = time.time() - killed
-    print(f"the surviving process exited {took:.1f} s after the kill")
-    assert took < HEARTBEAT + 15, out[-3000:]
-    assert "most likely because another process died" in out or "failed process" in out, out[-3000:]
-    resumed = train(tiny_synthetic, w, *OVERRIDES, devices=4)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    start = int(resumed.stdout.split("resumed from step ")[1].split()[0])
-    assert start >= 4
-    got = losses(w)
-    assert sorted(got) == list(range(1, STEPS + 1))
-    assert_close(got, reference, range(1, STEPS + 1))
-
+def test_two_processes_give_the_losses_of_one_by_four(scenario, four_device_losses):
+    got = scenario["losses"]
+    assert sorted(got) == list(range(1, REFERENCE_STEPS + 1))  # one row per step: process 0 alone writes
+    for step in range(1, REFERENCE_STEPS + 1):  # 1..k by 2 × 2 runs, the rest by 1 × 4 resumed from them
+        assert got[step] == pytest.approx(four_device_losses[step], rel=1e-6), (step, got[step])
+    out = scenario["terminated"].out
+    assert "[0] step " in out and "[1] step " not in out  # progress lines: process 0 only

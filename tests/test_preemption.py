@@ -18,7 +18,7 @@ from trainer import goodput
 from trainer.checkpoint import Checkpoints
 
 STEPS = 60
-KILLS = 5
+KILLS = 3
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import COMPILATION_CACHE, REPO
+from conftest import COMPILATION_CACHE, REFERENCE_OVERRIDES, REFERENCE_STEPS, REPO
 
 from configs import tiny
 from trainer import mfu, steps
@@ -41,18 +41,18 @@ def final_params(workdir, step):
 
 
 @pytest.mark.slow
-def test_one_and_four_devices_give_the_same_losses(tiny_synthetic, tmp_path):
+def test_one_and_four_devices_give_the_same_losses(tiny_synthetic, tmp_path, four_device_losses):
     # A peak of 1 TFLOP/s stands in for a GPU's, so that the MFU path runs (CPUs are not in the peak table).
-    one = train(tiny_synthetic, tmp_path / "one", "--config.num_train_steps=3", "--config.peak_flops=1e12")
+    one = train(tiny_synthetic, tmp_path / "one", *REFERENCE_OVERRIDES, "--config.peak_flops=1e12")
     assert one.returncode == 0, one.stderr[-3000:]
-    four = train(tiny_synthetic, tmp_path / "four", "--config.num_train_steps=3", devices=4)
-    assert four.returncode == 0, four.stderr[-3000:]
     rows = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
     logged = [r["train/mfu"] / r["train/steps_per_sec"] * 1e12 for r in rows if "train/loss" in r]  # FLOPs/step
-    assert len(logged) == 3 and logged == pytest.approx([unrolled_step_flops(tiny_synthetic, tmp_path)] * 3, rel=1e-6)
+    steps = list(range(1, REFERENCE_STEPS + 1))
+    assert len(logged) == len(steps)
+    assert logged == pytest.approx([unrolled_step_flops(tiny_synthetic, tmp_path)] * len(steps), rel=1e-6)
     assert "| mfu " in one.stdout
-    a, b = losses(tmp_path / "one"), losses(tmp_path / "four")
-    assert sorted(a) == sorted(b) == [1, 2, 3]
+    a, b = losses(tmp_path / "one"), four_device_losses
+    assert sorted(a) == sorted(b) == steps
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-5)
     assert "validation (6 videos, all frames)" in one.stdout and "static first-frame boxes" in one.stdout
@@ -60,7 +60,7 @@ def test_one_and_four_devices_give_the_same_losses(tiny_synthetic, tmp_path):
     assert any(f.endswith(".gif") for f in os.listdir(tmp_path / "one" / "pictures"))
     ev = train(tiny_synthetic, tmp_path / "one", mode="eval")  # --mode eval on the latest checkpoint
     assert ev.returncode == 0, ev.stderr[-3000:]
-    assert json.loads(ev.stdout[ev.stdout.index("{"):])["step"] == 3
+    assert json.loads(ev.stdout[ev.stdout.index("{"):])["step"] == REFERENCE_STEPS
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def unrolled_step_flops(data_dir, tmp_path) -> float:
     """FLOPs of one train step of the tiny config, counted here independently of the trainer's MFU code: the
     step with time unrolled, lowered on abstract inputs (XLA counts a scanned time loop's body once)."""
     config = tiny.get_config()
-    config.data.data_dir, config.num_train_steps = str(data_dir), 3
+    config.data.data_dir, config.num_train_steps = str(data_dir), REFERENCE_STEPS
     run = setup(config, str(tmp_path / "flops"))
     step = steps.jit_train_step(run.model.clone(time_loop="python"), run.optimizer, run.targets, run.train_schema,
                                 1, run.schedule, run.replicated, run.batch_sharding)
