@@ -79,8 +79,9 @@ def test_layout_flags_override_the_environment(monkeypatch):
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
     monkeypatch.setenv("JAX_NUM_PROCESSES", "8")
     monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
-    got = Layout(num_processes=2, process_id=1).from_env()
-    assert got == Layout("10.0.0.1:1234", 2, 1) and got.multi_process
+    assert Layout("127.0.0.1:9", 2, 1).from_env() == Layout("127.0.0.1:9", 2, 1)  # the flags win
+    got = Layout(process_id=1).from_env()  # the environment fills in what the flags leave out
+    assert got == Layout("10.0.0.1:1234", 8, 1) and got.multi_process
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
     monkeypatch.delenv("JAX_NUM_PROCESSES")
     monkeypatch.setenv("SLURM_NTASKS", "1")
