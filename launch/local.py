@@ -10,8 +10,8 @@ output prefixed with its rank. The launcher behaves like `srun --kill-on-bad-exi
 - Ctrl-C or SIGTERM to the launcher is passed on as SIGTERM, the preemption path (save, exit 75); a second
   one kills at once;
 - children die with the launcher even when it is killed with SIGKILL (PR_SET_PDEATHSIG).
-Exit status: the common exit code when all processes agree (0 done, 75 resumable, ...); otherwise the code of
-the first process that failed by itself (a signal N as 128 + N).
+Exit status: as srun's, the highest exit code (a death by signal N as 128 + N): 0 when all are done, 75 when
+all saved at a SIGTERM.
 """
 
 from __future__ import annotations
@@ -61,12 +61,10 @@ def _relay(rank: int, stream, out, lock: threading.Lock) -> None:
     stream.close()
 
 
-def exit_status(codes: dict[int, int], first_failure: int | None) -> int:
-    """One status for the group: the common code, else the first failure's (signals as 128 + N)."""
-    as_status = lambda c: 128 - c if c < 0 else c
-    if len(set(codes.values())) == 1:
-        return as_status(next(iter(codes.values())))
-    return as_status(codes[first_failure]) if first_failure is not None else 1
+def exit_status(codes: dict[int, int]) -> int:
+    """One status for the group, as srun gives it: the highest, with a death by signal N as 128 + N. (Which
+    process failed first is a race that a poll loop cannot settle: a dead peer ends the others within ms.)"""
+    return max(128 - c if c < 0 else c for c in codes.values())
 
 
 class Group:
@@ -132,7 +130,7 @@ class Group:
             time.sleep(0.1)
         for t in self.relays:
             t.join(timeout=5)
-        status = exit_status(codes, first_failure)
+        status = exit_status(codes)
         self.say(f"exit codes {[codes[r] for r in range(len(self.procs))]}: exiting with {status}")
         return status
 
