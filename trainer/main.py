@@ -97,9 +97,12 @@ def main(argv) -> int:
     runtime.initialize_distributed(runtime.Layout(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
                                    config.heartbeat_timeout_seconds)
     runtime.forward_sigusr1_to_sigterm()
+    peers = runtime.start_peer_monitor(config.heartbeat_timeout_seconds)  # multi-process: a dead peer -> exit 76
     if os.path.isdir(_WORKDIR.value or ""):  # a restart: log it from here (a new workdir is checked first)
         events.attach(os.path.abspath(_WORKDIR.value), _MODE.value == "train" and jax.process_index() == 0)
     code = run(config, events)
+    if peers:
+        peers.stop()
     runtime.shutdown_distributed()
     events.phase("shutdown")  # pending async saves were awaited when the run closed
     events.note("exit", code=code)

@@ -9,9 +9,7 @@ so there is none; SIGUSR1, which some sites send instead, is turned into a SIGTE
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import os
 import signal
 import socket
@@ -57,30 +55,6 @@ def exit_peer_lost(reason: str) -> None:
     os._exit(EXIT_HUNG)
 
 
-def _on_coordination_failure(status) -> None:
-    """Called by JAX's coordination client (its own thread) when the service reports a failed task, e.g. one
-    that missed heartbeats. JAX's default aborts the process (SIGABRT, a core dump and exit 134)."""
-    exit_peer_lost(f"the coordination service reports a failed process ({str(status).splitlines()[0][:300]})")
-
-
-@contextlib.contextmanager
-def _failure_callback():
-    """jax.distributed.initialize does not take the client's missed_heartbeat_callback, but the client factory it
-    calls does: pass ours for the duration of the call. Should a JAX upgrade drop the argument, JAX's default
-    (an abort) remains, which exits non-zero too."""
-    from jax._src.lib import _jax
-
-    factory = _jax.get_distributed_runtime_client
-    if "missed_heartbeat_callback" not in (factory.__doc__ or ""):
-        yield
-        return
-    _jax.get_distributed_runtime_client = functools.partial(factory, missed_heartbeat_callback=_on_coordination_failure)
-    try:
-        yield
-    finally:
-        _jax.get_distributed_runtime_client = factory
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -91,24 +65,36 @@ def initialize_distributed(layout: Layout | None = None, heartbeat_timeout_secon
                            initialization_timeout_seconds: int = 300) -> None:
     """Multi-process when the layout, the environment (JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
     JAX_PROCESS_ID) or a cluster (SLURM with more than one task) says so; otherwise a one-process coordinator on
-    127.0.0.1, which is what turns on the SIGTERM notifier. A process that misses heartbeats for
-    `heartbeat_timeout_seconds` is declared dead, and the coordination service then ends the others."""
+    127.0.0.1, which is what turns on the SIGTERM notifier."""
     if jax.distributed.is_initialized():
         return
     layout = (layout or Layout()).from_env()
-    timeouts = {"heartbeat_timeout_seconds": int(heartbeat_timeout_seconds),
+    # JAX's own heartbeat check aborts a process (SIGABRT) when a peer goes silent; trainer/peers.py's fires
+    # first, at heartbeat_timeout_seconds, and exits with EXIT_HUNG instead.
+    timeouts = {"heartbeat_timeout_seconds": 2 * int(heartbeat_timeout_seconds) + 10,
                 "initialization_timeout": int(initialization_timeout_seconds)}
     if layout.multi_process:
         try:
-            with _failure_callback():
-                jax.distributed.initialize(layout.coordinator_address, layout.num_processes, layout.process_id,
-                                           **timeouts)
+            jax.distributed.initialize(layout.coordinator_address, layout.num_processes, layout.process_id,
+                                       **timeouts)
         except (ValueError, TypeError) as e:
             raise SystemExit(f"error: jax.distributed cannot start a multi-process run ({e}). Pass all of "
                              "--coordinator_address, --num_processes and --process_id (or set "
                              f"{', '.join(LAYOUT_ENV)}), or run under srun / mpirun / a Kubernetes JobSet") from None
     else:
         jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0, **timeouts)
+
+
+def start_peer_monitor(heartbeat_timeout_seconds: float):
+    """Heartbeats between the processes (trainer/peers.py); None for a one-process run."""
+    if jax.process_count() == 1:
+        return None
+    from jax._src import distributed
+
+    from trainer.peers import PeerMonitor
+
+    return PeerMonitor(distributed.global_state.client, jax.process_index(), jax.process_count(),
+                       heartbeat_timeout_seconds, EXIT_HUNG).start()
 
 
 def shutdown_distributed() -> None:
