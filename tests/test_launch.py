@@ -15,6 +15,8 @@ import yaml
 from conftest import REPO
 
 from launch.local import child_env, exit_status
+from trainer.peers import PREFIX as PEERS
+from trainer.peers import PeerMonitor
 from trainer.runtime import EXIT_HUNG, Layout
 from trainer.watchdog import Watchdog
 
@@ -73,6 +75,61 @@ def test_watchdog_pauses_for_evaluation():
     off.beat(1)
     time.sleep(0.2)
     assert exits == [] and off._thread is None
+
+
+class FakeKeyValueStore:
+    """The coordination service's key-value calls that trainer/peers.py uses; `down` makes them fail."""
+
+    def __init__(self):
+        self.values, self.down = {}, False
+
+    def key_value_set(self, key, value, allow_overwrite=False):
+        if self.down:
+            raise RuntimeError("UNAVAILABLE: Socket closed")
+        self.values[key] = value
+
+    def key_value_try_get(self, key):
+        if self.down:
+            raise RuntimeError("UNAVAILABLE: Socket closed")
+        if key not in self.values:
+            raise RuntimeError(f"NOT_FOUND: {key}")
+        return self.values[key]
+
+
+def test_peer_monitor_ends_the_process_when_a_peer_goes_silent(capsys):
+    store, exits = FakeKeyValueStore(), []
+    me = PeerMonitor(store, 0, 3, 0.4, EXIT_HUNG, exit=exits.append).start()
+    for beat in range(8):  # peers 1 and 2 beat for a while, then 2 leaves normally and 1 falls silent
+        store.values[f"{PEERS}/1"] = str(beat)
+        store.values[f"{PEERS}/2"] = str(beat)
+        time.sleep(0.1)
+    store.values[f"{PEERS}/2"] = "done"
+    assert exits == []
+    assert wait_for(lambda: exits, 2.0) and exits == [EXIT_HUNG]
+    assert "process 0: process(es) [1] sent no heartbeat for 0.4 s" in capsys.readouterr().err
+    me._stop.set()
+
+
+def test_peer_monitor_ends_the_process_when_the_coordinator_is_gone(capsys):
+    store, exits = FakeKeyValueStore(), []
+    me = PeerMonitor(store, 1, 2, 0.4, EXIT_HUNG, exit=exits.append).start()
+    for beat in range(5):
+        store.values[f"{PEERS}/0"] = str(beat)
+        time.sleep(0.1)
+    store.down = True
+    assert wait_for(lambda: exits, 2.0) and exits == [EXIT_HUNG]
+    assert "process 1: the coordinator cannot be reached for 0.4 s" in capsys.readouterr().err
+    me._stop.set()
+
+
+def test_peer_monitor_stays_quiet_while_peers_beat_and_says_done():
+    store, exits = FakeKeyValueStore(), []
+    me = PeerMonitor(store, 0, 2, 0.3, EXIT_HUNG, exit=exits.append).start()
+    for beat in range(10):
+        store.values[f"{PEERS}/1"] = str(beat)
+        time.sleep(0.1)
+    me.stop()
+    assert exits == [] and store.values[f"{PEERS}/0"] == "done"
 
 
 def test_layout_flags_override_the_environment(monkeypatch):
