@@ -28,7 +28,7 @@ demo: install
 test: install
 	$(PY) -m ruff check .
 	@# pytest exits 5 when it collects no test: that is a failure, not a pass.
-	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 lint: install
 	$(PY) -m ruff check .
