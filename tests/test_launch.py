@@ -98,7 +98,7 @@ class FakeKeyValueStore:
 
 def test_peer_monitor_ends_the_process_when_a_peer_goes_silent(capsys):
     store, exits = FakeKeyValueStore(), []
-    me = PeerMonitor(store, 0, 3, 0.4, EXIT_HUNG, exit=exits.append).start()
+    me = PeerMonitor(store, 0, 3, 0.4, exit=exits.append).start()
     for beat in range(9):  # peer 2 leaves normally early on; peer 1 beats on well past the timeout, then stops
         store.values[f"{PEERS}/1"] = str(beat)
         store.values[f"{PEERS}/2"] = str(beat) if beat < 2 else "done"
@@ -111,7 +111,7 @@ def test_peer_monitor_ends_the_process_when_a_peer_goes_silent(capsys):
 
 def test_peer_monitor_ends_the_process_when_the_coordinator_is_gone(capsys):
     store, exits = FakeKeyValueStore(), []
-    me = PeerMonitor(store, 1, 2, 0.4, EXIT_HUNG, exit=exits.append).start()
+    me = PeerMonitor(store, 1, 2, 0.4, exit=exits.append).start()
     for beat in range(5):
         store.values[f"{PEERS}/0"] = str(beat)
         time.sleep(0.1)
@@ -123,7 +123,7 @@ def test_peer_monitor_ends_the_process_when_the_coordinator_is_gone(capsys):
 
 def test_peer_monitor_stays_quiet_while_peers_beat_and_says_done():
     store, exits = FakeKeyValueStore(), []
-    me = PeerMonitor(store, 0, 2, 0.3, EXIT_HUNG, exit=exits.append).start()
+    me = PeerMonitor(store, 0, 2, 0.3, exit=exits.append).start()
     for beat in range(10):
         store.values[f"{PEERS}/1"] = str(beat)
         time.sleep(0.1)

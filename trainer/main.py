@@ -71,9 +71,9 @@ def run(config, events: EventLog) -> int:
         if jax.process_count() == 1 or "RESOURCE_EXHAUSTED" in str(e):
             raise
         # A collective that fails (Gloo: "connection reset by peer"; NCCL: a remote error) means a peer died.
-        runtime.exit_peer_lost(f"a collective failed, most likely because another process died ({str(e)[:300]})")
+        runtime.exit_hung(f"a collective failed, most likely because another process died ({str(e)[:300]})")
     except runtime.BarrierTimeout as e:
-        runtime.exit_peer_lost(str(e))
+        runtime.exit_hung(str(e))
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DIVERGED

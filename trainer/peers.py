@@ -12,19 +12,20 @@ is set to fire later than this one (runtime.initialize_distributed).
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
+
+from trainer.runtime import exit_hung
 
 PREFIX = "statm_savi/heartbeat"
 DONE = "done"  # a process that leaves normally says so: the others stop watching it
 
 
 class PeerMonitor:
-    def __init__(self, client, process_index: int, process_count: int, timeout_seconds: float, exit_code: int,
+    def __init__(self, client, process_index: int, process_count: int, timeout_seconds: float,
                  exit: Callable[[int], None] = os._exit):
-        self.client, self.index, self.timeout, self.exit_code = client, process_index, float(timeout_seconds), exit_code
+        self.client, self.index, self.timeout = client, process_index, float(timeout_seconds)
         self.peers = [j for j in range(process_count) if j != process_index]
         self.interval = min(max(self.timeout / 4, 0.25), 10.0)
         self._exit = exit
@@ -45,9 +46,7 @@ class PeerMonitor:
             pass
 
     def _fail(self, reason: str) -> None:
-        print(f"error: process {self.index}: {reason}. Exiting with {self.exit_code}: restart the same command to "
-              "resume from the last checkpoint", file=sys.stderr, flush=True)
-        self._exit(self.exit_code)
+        exit_hung(reason, self.index, self._exit)
 
     def _run(self) -> None:
         start = time.monotonic()

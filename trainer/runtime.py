@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import jax
 
@@ -46,13 +47,15 @@ class Layout:
 EXIT_HUNG = 76
 
 
-def exit_peer_lost(reason: str) -> None:
-    """Ends this process at once with EXIT_HUNG. Not a normal exit: that would wait at JAX's shutdown
-    barrier for the dead peer and then abort."""
-    print(f"error: process {jax.process_index()}: {reason}. Exiting with {EXIT_HUNG}: restart the same command "
-          "to resume from the last checkpoint", file=sys.stderr, flush=True)
+def exit_hung(reason: str, process_index: int | None = None, exit: Callable[[int], None] = os._exit) -> None:
+    """Says why and ends this process at once with EXIT_HUNG: the one way out of a dead peer, a barrier that
+    timed out and a stuck step (trainer/peers.py, trainer/watchdog.py). Not a normal exit: a hung collective
+    holds locks that it would wait on, and JAX's shutdown barrier would wait for the dead peer, then abort."""
+    index = jax.process_index() if process_index is None else process_index
+    print(f"error: process {index}: {reason}. Exiting with {EXIT_HUNG}: restart the same command to resume from "
+          "the last checkpoint", file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os._exit(EXIT_HUNG)
+    exit(EXIT_HUNG)
 
 
 def free_port() -> int:
@@ -94,7 +97,7 @@ def start_peer_monitor(heartbeat_timeout_seconds: float):
     from trainer.peers import PeerMonitor
 
     return PeerMonitor(distributed.global_state.client, jax.process_index(), jax.process_count(),
-                       heartbeat_timeout_seconds, EXIT_HUNG).start()
+                       heartbeat_timeout_seconds).start()
 
 
 def shutdown_distributed() -> None:

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
 
-from trainer.runtime import EXIT_HUNG
+from trainer.runtime import exit_hung
 
 
 class Watchdog:
     def __init__(self, timeout_seconds: float, process_index: int = 0, exit=os._exit):
         self.timeout = float(timeout_seconds)
         self.process_index = process_index
-        self._exit = exit  # os._exit: a hung collective holds locks that a normal exit would wait on
+        self._exit = exit
         self._lock = threading.Lock()
         self._deadline: float | None = None  # None: not armed, or paused
         self._step = 0
@@ -63,9 +62,6 @@ class Watchdog:
                 late = self._deadline is not None and time.monotonic() > self._deadline
                 step = self._step
             if late:
-                print(f"error: process {self.process_index}: no training step completed within {self.timeout:g} s "
-                      f"after step {step}: a peer process is dead or a collective is stuck. Exiting with "
-                      f"{EXIT_HUNG} so that the job restarts from its last checkpoint (raise "
-                      "--config.step_timeout_seconds if steps are really this slow)", file=sys.stderr, flush=True)
-                self._exit(EXIT_HUNG)
-                return
+                return exit_hung(f"no training step completed within {self.timeout:g} s after step {step}: a peer "
+                                 "process is dead or a collective is stuck (raise --config.step_timeout_seconds if "
+                                 "steps are really this slow)", self.process_index, self._exit)
