@@ -71,16 +71,23 @@ class Group:
     def __init__(self, cmds: list[list[str]], env: dict[str, str], grace_seconds: float):
         self.grace = grace_seconds
         self.lock = threading.Lock()
+        self.signalled = 0
+        self.deadline: float | None = None  # when the survivors get SIGTERM
+        self.kill_at: float | None = None
+        self.procs: list[subprocess.Popen] = []
+        # Before the first child exists: a Ctrl-C at any moment reaches the children as SIGTERM.
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        for cmd in cmds:
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                               preexec_fn=_die_with_parent, start_new_session=True))
+        if self.signalled:  # came while the children were being started: the later ones missed it
+            self.terminate()
         out = sys.stdout.buffer
-        self.procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       preexec_fn=_die_with_parent, start_new_session=True) for cmd in cmds]
         self.relays = [threading.Thread(target=_relay, args=(r, p.stdout, out, self.lock), daemon=True)
                        for r, p in enumerate(self.procs)]
         for t in self.relays:
             t.start()
-        self.signalled = 0
-        self.deadline: float | None = None  # when the survivors get SIGTERM
-        self.kill_at: float | None = None
 
     def say(self, text: str) -> None:
         with self.lock:
@@ -151,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no trainer arguments: python -m launch.local --num_processes N -- --config ... --workdir ...")
     group = Group(commands(args.num_processes, args.port or free_port(), trainer_args),
                   child_env(args.devices_per_process), args.grace_seconds)
-    signal.signal(signal.SIGINT, group.on_signal)
-    signal.signal(signal.SIGTERM, group.on_signal)
     return group.wait()
 
 

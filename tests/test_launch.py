@@ -4,6 +4,7 @@ and scontrol), shellcheck on every shell script, the Kubernetes manifest, and th
 import glob
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -36,6 +37,50 @@ def test_launcher_gives_each_process_its_fake_devices():
     env = child_env(3, {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_foo", "JAX_PROCESS_ID": "4"})
     assert env["XLA_FLAGS"] == "--xla_cpu_foo --xla_force_host_platform_device_count=3"
     assert env["JAX_PLATFORMS"] == "cpu" and "JAX_PROCESS_ID" not in env  # the flags give the layout
+
+
+def start_launcher(tmp_path):
+    """`python -m launch.local` 2 × 1 on a trainer command line that is still importing when the test acts."""
+    cmd = [sys.executable, "-m", "launch.local", "--num_processes", "2", "--", "--config",
+           os.path.join(REPO, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),
+           f"--config.data.data_dir={tmp_path / 'no_data'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    children = []
+    assert wait_for(lambda: len(children.extend(child_pids(proc.pid)) or children) >= 2, 30), "no children"
+    return proc, children[:2]
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_launcher_children_die_with_it_even_on_kill9(tmp_path):
+    proc, children = start_launcher(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert wait_for(lambda: all(gone(c) for c in children), 10), [c for c in children if not gone(c)]
+
+
+def test_launcher_passes_ctrl_c_on_and_ends_with_its_children(tmp_path):
+    proc, children = start_launcher(tmp_path)
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert "[launch] SIGINT: passing SIGTERM to every process" in out, out[-2000:]
+    assert proc.returncode != 0 and all(gone(c) for c in children), out[-2000:]
 
 
 def wait_for(condition, seconds: float) -> bool:
