@@ -39,11 +39,11 @@ def test_launcher_gives_each_process_its_fake_devices():
     assert env["JAX_PLATFORMS"] == "cpu" and "JAX_PROCESS_ID" not in env  # the flags give the layout
 
 
-def start_launcher(tmp_path):
-    """`python -m launch.local` 2 × 1 on a trainer command line that is still importing when the test acts."""
+def start_launcher(data_dir, tmp_path):
+    """`python -m launch.local` 2 × 1 on a real training run, whose processes would live for a minute."""
     cmd = [sys.executable, "-m", "launch.local", "--num_processes", "2", "--", "--config",
            os.path.join(REPO, "configs", "tiny.py"), "--workdir", str(tmp_path / "w"),
-           f"--config.data.data_dir={tmp_path / 'no_data'}"]
+           f"--config.data.data_dir={data_dir}"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     children = []
@@ -68,15 +68,15 @@ def gone(pid: int) -> bool:
         return True
 
 
-def test_launcher_children_die_with_it_even_on_kill9(tmp_path):
-    proc, children = start_launcher(tmp_path)
+def test_launcher_children_die_with_it_even_on_kill9(tiny_synthetic, tmp_path):
+    proc, children = start_launcher(tiny_synthetic, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert wait_for(lambda: all(gone(c) for c in children), 10), [c for c in children if not gone(c)]
 
 
-def test_launcher_passes_ctrl_c_on_and_ends_with_its_children(tmp_path):
-    proc, children = start_launcher(tmp_path)
+def test_launcher_passes_ctrl_c_on_and_ends_with_its_children(tiny_synthetic, tmp_path):
+    proc, children = start_launcher(tiny_synthetic, tmp_path)
     os.kill(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert "[launch] SIGINT: passing SIGTERM to every process" in out, out[-2000:]
