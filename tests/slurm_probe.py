@@ -1,5 +1,8 @@
 """Stands in for `python` under the fake SLURM of test_launch.py: joins jax.distributed the way the trainer does
-and prints what this process was given, then exits with $PROBE_EXIT."""
+and writes what this process was given to $PROBE_DIR/<SLURM_PROCID>.json, then exits with $PROBE_EXIT.
+
+A file per process, not stdout: the tasks share one pipe, and two `print`s can interleave within a line (seen in
+CI when stdout is unbuffered: print writes the text and its newline as two writes)."""
 
 import json
 import os
@@ -15,9 +18,10 @@ from jax._src import distributed  # noqa: E402
 from trainer import runtime  # noqa: E402
 
 runtime.initialize_distributed(heartbeat_timeout_seconds=10, initialization_timeout_seconds=60)
-print("PROBE " + json.dumps({"rank": jax.process_index(), "count": jax.process_count(),
-                             "coordinator": distributed.global_state.coordinator_address, "argv": sys.argv[1:],
-                             "procid": os.environ["SLURM_PROCID"], "xla_flags": os.environ.get("XLA_FLAGS", "")}),
-      flush=True)
+probe = {"rank": jax.process_index(), "count": jax.process_count(),
+         "coordinator": distributed.global_state.coordinator_address, "argv": sys.argv[1:],
+         "procid": os.environ["SLURM_PROCID"], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+with open(os.path.join(os.environ["PROBE_DIR"], os.environ["SLURM_PROCID"] + ".json"), "w") as f:
+    json.dump(probe, f)
 jax.distributed.shutdown()
 sys.exit(int(os.environ.get("PROBE_EXIT", "0")))

@@ -238,7 +238,9 @@ def sbatch(tmp_path, job: int, **env):
     python = executable(bindir / "python", f'#!/bin/bash\nexec {sys.executable} {REPO}/tests/slurm_probe.py "$@"\n')
     log = tmp_path / "slurm.log"
     log.write_text("")
+    (tmp_path / "probes").mkdir(exist_ok=True)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_SLURM_LOG": str(log), "REPO": REPO,
+           "PROBE_DIR": str(tmp_path / "probes"),
            "PYTHON": python, "SLURM_JOB_ID": str(job), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
            "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "localhost", "SLURM_SUBMIT_DIR": REPO,
            "DATA_DIR": "/data/movi_e", "RUN_DIR": str(tmp_path / "runs" / "pp"), "JAX_PLATFORMS": "cpu", **env}
@@ -254,7 +256,7 @@ def test_sbatch_starts_one_process_per_task_with_its_rank_and_requeues_on_75(tmp
     job = free_slurm_job_id()
     r, calls = sbatch(tmp_path, job, PROBE_EXIT="75", SLURM_RESTART_COUNT="3")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    probes = [json.loads(line[len("PROBE "):]) for line in r.stdout.splitlines() if line.startswith("PROBE ")]
+    probes = [json.loads(p.read_text()) for p in sorted((tmp_path / "probes").glob("*.json"))]
     assert sorted((p["rank"], p["procid"]) for p in probes) == [(0, "0"), (1, "1")], r.stdout[-3000:]
     assert {p["count"] for p in probes} == {2}
     assert {p["coordinator"] for p in probes} == {f"localhost:{65535 - 4095 + job % 4096}"}  # JAX's SLURM rule
