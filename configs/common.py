@@ -69,9 +69,10 @@ def model_config(size: str = "small", predictor: str = "statm") -> ml_collection
             "transpose": (True, True, True, True) if pp else (True, True, True, False),
             "early_fusion": pp,
             # "lax": nn.ConvTranspose, as the original; "phases": the same layer as stride^2 ordinary convolutions
-            # (same parameters, equal up to float rounding), 2.4-3.5x faster on XLA's CPU backend
-            # (model/layers.py: PhaseConvTranspose). Not yet measured on GPUs, so the real configs keep "lax".
-            "conv_transpose": "lax",
+            # (same parameters, equal up to float rounding; model/layers.py: PhaseConvTranspose), which halves
+            # the S train step on XLA's CPU backend. "auto": "phases" on CPU, "lax" on GPUs, where it is not yet
+            # measured (model/build.py: resolve_conv_transpose; python -m bench --gpu measures it).
+            "conv_transpose": "auto",
         },
         "dtype": "float32",  # compute dtype ("bfloat16" on GPUs); parameters stay float32
         "remat": False,  # rematerialise the scanned step (memory at batch 64)

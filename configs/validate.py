@@ -23,7 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.time_loop": ("scan", "python"),
     "model.encoder.backbone": ("cnn", "resnet34"),
     "model.recurrence.predictor": ("statm", "transformer"),
-    "model.decoder.conv_transpose": ("lax", "phases"),
+    "model.decoder.conv_transpose": ("auto", "lax", "phases"),
     "nonfinite_updates": ("stop", "skip"),
 }
 POSITIVE = ("batch_size", "eval_batch_size", "num_train_steps", "grad_accum_steps", "log_loss_every_steps",

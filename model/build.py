@@ -22,6 +22,16 @@ def _tuples(d: dict[str, Any]) -> dict[str, Any]:
             else v for k, v in d.items()}
 
 
+def resolve_conv_transpose(choice: str, backend: str | None = None) -> str:
+    """The decoder's transposed-convolution form: "auto" is "phases" on the CPU backend, where XLA's dilated
+    form runs 2-3.5x slower (BENCHMARKS.md, "Train step against the original"), and "lax" (the original's
+    nn.ConvTranspose) on GPUs and TPUs, where the choice has not been measured. Both forms hold the same
+    parameters and compute the same sums, so a checkpoint moves between backends unchanged."""
+    if choice != "auto":
+        return choice
+    return "phases" if (backend or jax.default_backend()) == "cpu" else "lax"
+
+
 def build_model(model: ml_collections.ConfigDict, num_slots: int, conditioning_key: str = "boxes") -> STATMSAVi:
     """`config.model` (keys: configs/common.py model_config), `config.num_slots`, `config.conditioning_key`;
     their values are checked by configs/validate.py."""
@@ -29,6 +39,7 @@ def build_model(model: ml_collections.ConfigDict, num_slots: int, conditioning_k
     m = model.to_dict()
     decoder = _tuples(m["decoder"])
     decoder["targets"] = tuple(sorted((str(k), int(v)) for k, v in m["decoder"]["targets"].items()))
+    decoder["conv_transpose"] = resolve_conv_transpose(decoder["conv_transpose"])
     return STATMSAVi(
         encoder=FrameEncoder(**_tuples(m["encoder"]), dtype=dtype, parent=None),
         decoder=SpatialBroadcastDecoder(**decoder, dtype=dtype, parent=None),

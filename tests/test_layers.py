@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from model_fixtures import tiny_inputs, tiny_model
 
+from model import build
 from model.layers import CNN, PhaseConvTranspose
 
 
@@ -44,6 +45,7 @@ def test_cnn_rejects_unknown_conv_transpose():
 def test_model_with_phases_equals_lax():
     """The whole decoder switch: same parameter tree, outputs equal up to float rounding."""
     model, params = tiny_model()
+    model = model.clone(decoder=model.decoder.clone(conv_transpose="lax"))  # "auto" is "phases" on CPU
     video, boxes = tiny_inputs()
     phased = model.clone(decoder=model.decoder.clone(conv_transpose="phases"))
     shapes = jax.eval_shape(lambda: phased.init(jax.random.key(0), video, boxes)["params"])
@@ -51,3 +53,10 @@ def test_model_with_phases_equals_lax():
     a, b = model.apply({"params": params}, video, boxes), phased.apply({"params": params}, video, boxes)
     for key in ("alphas", "flow"):
         np.testing.assert_allclose(b[key], a[key], atol=1e-5)
+
+
+def test_auto_conv_transpose_is_phases_on_cpu_only():
+    assert build.resolve_conv_transpose("auto", "cpu") == "phases"
+    assert build.resolve_conv_transpose("auto", "gpu") == "lax"
+    assert build.resolve_conv_transpose("lax", "cpu") == "lax"  # an explicit choice stands
+    assert tiny_model()[0].decoder.conv_transpose == "phases"  # what the CPU tests and the demo here run

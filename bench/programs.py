@@ -1,0 +1,124 @@
+"""The programs the benchmarks time: the trainer's own train and eval steps on synthetic batches of the schema's
+shapes, for the real configs or the same architectures shrunk (fewer frames, smaller batch, lower resolution).
+
+Nothing here reads data: a batch is random values of the shapes and dtypes that data/batch.py states, so the
+compiled program is exactly the one the trainer runs for that config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from configs import movi_a_statm_savi_small, movi_e_statm_savi_pp
+from data import batch as batch_lib
+from model import build
+from trainer import mesh as mesh_lib
+from trainer import state as state_lib
+from trainer import steps
+
+CONFIGS = {"s": movi_a_statm_savi_small.get_config, "pp": movi_e_statm_savi_pp.get_config}
+LABELS = {"s": "STATM-SAVi (S)", "pp": "STATM-SAVi++"}
+# The original as our model runs it: the same step unrolled over time in Python, with XLA's transposed
+# convolution (the original's `nn.ConvTranspose`). Numerically the same model (tests/test_model.py).
+ORIGINAL = {"time_loop": "python", "conv_transpose": "lax"}
+
+
+def config(name: str, resolution: int | None = None, **model: Any) -> ml_collections.ConfigDict:
+    """A real config ("s" or "pp"), optionally at a lower resolution (the decoder's first grid shrinks with it,
+    so the output still matches) and with model keys overridden."""
+    c = CONFIGS[name]()
+    if resolution and resolution != c.data.resolution:
+        scale = c.data.resolution // resolution
+        if c.data.resolution % resolution or c.model.decoder.resolution % scale:
+            raise ValueError(f"{name}: resolution {resolution} does not divide {c.data.resolution}")
+        c.data.resolution = resolution
+        c.model.decoder.resolution //= scale
+    for key, value in model.items():  # conv_transpose lives in the decoder block, the rest at the top
+        (c.model.decoder if key == "conv_transpose" else c.model)[key] = value
+    return c
+
+
+@dataclasses.dataclass
+class Program:
+    """A jitted step with its arguments: `run()` executes it once and waits for the result."""
+
+    fn: Any
+    args: tuple
+    donate: bool = False
+
+    def lower(self):
+        return self.fn.lower(*self.args)
+
+    def run(self) -> None:
+        out = self.fn(*self.args)
+        if self.donate:  # the train step donates its state: carry the new one to the next call
+            self.args = (out[0], *self.args[1:])
+        jax.block_until_ready(out)
+
+
+def _targets(c: ml_collections.ConfigDict) -> tuple[str, ...]:
+    return tuple(sorted(c.model.decoder.targets))
+
+
+def train_batch(c: ml_collections.ConfigDict, batch_size: int, frames: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random values of the train schema's shapes and dtypes."""
+    schema = batch_lib.train_schema(_targets(c))
+    rng = np.random.default_rng(seed)
+    shapes = schema.shapes(batch_size, frames, c.data.resolution, c.max_instances)
+    out = {}
+    for f in schema.fields:
+        if f.dtype == "uint8":
+            out[f.name] = rng.integers(0, 256, shapes[f.name], dtype=np.uint8)
+        else:
+            out[f.name] = rng.random(shapes[f.name], dtype=np.float32)
+    return out
+
+
+def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, abstract: bool = False,
+                  mesh=None) -> Program:
+    """The trainer's jitted train step (steps.jit_train_step) with a fresh state and a random batch.
+    abstract=True: shapes only (for lowering and memory analysis, nothing is computed)."""
+    mesh = mesh or mesh_lib.make_mesh()
+    model = build.build_model(c.model, c.num_slots, c.conditioning_key)
+    schedule = state_lib.learning_rate_schedule(c.learning_rate, c.warmup_steps, c.num_train_steps)
+    optimizer = state_lib.make_optimizer(c.learning_rate, c.warmup_steps, c.num_train_steps, c.max_grad_norm)
+    schema = batch_lib.train_schema(_targets(c))
+    replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    fn = steps.jit_train_step(model, optimizer, _targets(c), schema, c.grad_accum_steps, schedule, replicated,
+                              sharded)
+
+    def init():
+        return build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
+
+    if abstract:
+        state = state_lib.abstract_train_state(init, optimizer, replicated)
+        shapes = schema.shapes(batch_size, frames, c.data.resolution, c.max_instances)
+        batch = {f.name: jax.ShapeDtypeStruct(shapes[f.name], jnp.dtype(f.dtype), sharding=sharded)
+                 for f in schema.fields}
+    else:
+        state = jax.device_put(state_lib.create_train_state(init(), optimizer), replicated)
+        batch = mesh_lib.global_batch(train_batch(c, batch_size, frames), mesh)
+    return Program(fn, (state, batch), donate=True)
+
+
+def eval_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, slice_size: int) -> Program:
+    """The model's evaluation forward over all `frames` (metrics left out: they are the same for both buffers)."""
+    model = build.build_model(c.model, c.num_slots, c.conditioning_key)
+    params = build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
+    rng = np.random.default_rng(0)
+    video = jnp.asarray(rng.random((batch_size, frames, c.data.resolution, c.data.resolution, 3), np.float32))
+    boxes = jnp.asarray(rng.random((batch_size, frames, c.max_instances, 4), np.float32))
+    fn = jax.jit(lambda p, v, b: model.apply({"params": p}, v, b, slice_size=slice_size)["segmentations"])
+    return Program(fn, (params, video, boxes))
+
+
+def state_bytes(c: ml_collections.ConfigDict) -> int:
+    """Bytes of the train state (params and Adam's moments) of a config: what one checkpoint holds."""
+    state = train_program(c, 1, c.data.train_frames, abstract=True).args[0]
+    return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(state)))
