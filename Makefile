@@ -33,14 +33,19 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-bench: install
-	$(PY) -m bench
+# The whole suite, with the original's TensorFlow input path side by side with ours (TensorFlow lives in its
+# own venv, .venv-tf, never in the project's). `python -m bench --quick` skips that comparison when .venv-tf
+# is absent and says so.
+bench: install .venv-tf/.installed
+	$(PY) -m bench --json bench.json
 
-# The original's TensorFlow input path, side by side with ours (bench only: TensorFlow lives in its own venv).
-bench-tf: install
+bench-tf: install .venv-tf/.installed
+	$(PY) -m bench --only data --tf_python .venv-tf/bin/python
+
+.venv-tf/.installed: constraints-tf.txt
 	test -x .venv-tf/bin/python || $(PYTHON) -m venv .venv-tf
 	.venv-tf/bin/python -m pip install -q --disable-pip-version-check -r constraints-tf.txt
-	$(PY) -m bench --only data --tf_python .venv-tf/bin/python
+	touch $@
 
 clean:
 	rm -rf $(VENV) .venv-tf demo_data workdirs .pytest_cache

@@ -1,40 +1,112 @@
-"""python -m bench [--movi_sample DIR] [--out results.json] [--tf_python .venv-tf/bin/python]: run the
-benchmarks, print Markdown rows. With --tf_python (make bench-tf builds that environment), the data bench also
-times the original's TensorFlow input path side by side with ours."""
+"""python -m bench [--quick] [--json FILE] [--only NAME,...] [--gpu] [--tf_python PY] [--no_write]
+
+Every measure of the suite, side by side in one process tree, each judged against its target; the tables of
+BENCHMARKS.md are rewritten with the figures, the date, the machine and this command (--no_write: print only).
+--quick runs every measure at a reduced size. --gpu runs the GPU section alone (on the machine's accelerators).
+Sections: data, train_vs_original, scan, eval_buffers, data_wait, checkpoint, restart, scaling, memory,
+capacity (from the figures of data, checkpoint, restart and memory).
+"""
+
+from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
+import time
 
-from bench import conv_transpose, data_pipeline, model_scan
+from bench import capacity, checkpoint_io, data_pipeline, data_wait, memory, model_speed, restart, scaling
+from bench.child import REPO
+from bench.report import Measure, Section, machine, rewrite, table
 
-# As the tests: ../shared next to the checkout, or STATM_SHARED_DIR.
-SHARED = os.environ.get("STATM_SHARED_DIR",
-                        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared"))
-DEFAULT_SAMPLE = os.path.join(SHARED, "movi_sample")
+SHARED = os.environ.get("STATM_SHARED_DIR", os.path.join(REPO, "..", "shared"))
+SECTIONS = ("data", "train_vs_original", "scan", "eval_buffers", "data_wait", "checkpoint", "restart", "scaling",
+            "memory", "capacity")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--movi_sample", default=os.path.normpath(DEFAULT_SAMPLE))
-    p.add_argument("--out", default=None, help="also write the raw results as JSON")
-    p.add_argument("--only", choices=("data", "model", "conv_transpose"), default=None)
-    p.add_argument("--model_batch", type=int, default=1)
-    p.add_argument("--tf_python", default=None, help="python of an environment with TensorFlow (make bench-tf)")
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run_sections(names: list[str], a: argparse.Namespace) -> list[Section]:
+    found: dict = {}
+    out = []
+    for name in names:
+        start = time.perf_counter()
+        log(f"[{name}]")
+        if name == "data":
+            section, found["data"] = data_pipeline.measure(a.quick, a.movi_sample, a.tf_python, log)
+        elif name == "train_vs_original":
+            section = model_speed.run_train_vs_original(a.quick, log)
+        elif name == "scan":
+            section = model_speed.run_scan(a.quick, log)
+        elif name == "eval_buffers":
+            section = model_speed.run_eval_buffers(a.quick, log)
+        elif name == "data_wait":
+            section = data_wait.run(a.quick, a.movi_sample, log)
+        elif name == "checkpoint":
+            section, found["checkpoint"] = checkpoint_io.run(a.quick, log=log)
+        elif name == "restart":
+            section, found["restart"] = restart.measure(a.quick, log)
+        elif name == "scaling":
+            section = scaling.run(a.quick, log)
+        elif name == "memory":
+            section, found["memory"] = memory.run(a.quick, log)
+        else:
+            section = capacity_section(found)
+        log(table(section.measures) + f"\n({name}: {time.perf_counter() - start:.0f} s)\n")
+        out.append(section)
+    return out
+
+
+def capacity_section(found: dict) -> Section:
+    missing = [k for k in ("data", "checkpoint", "restart", "memory") if k not in found]
+    if missing:
+        return Section("capacity", "Capacity plan", [Measure("capacity plan", None, "", None,
+                                                             f"needs the sections {', '.join(missing)}")])
+    text = capacity.plan(found["memory"]["flops"], found["data"]["videos_per_core"],
+                         found["checkpoint"]["state_bytes"], found["restart"]["restart_warm"])
+    return Section("capacity", "Capacity plan: STATM-SAVi++ at batch 64 on H800 nodes",
+                   [Measure("capacity plan written", 1.0, "", None)], text)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="every measure at a reduced size (~10 min on 2 cores)")
+    p.add_argument("--json", default=None, help="write one object per measure to this file")
+    p.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    p.add_argument("--gpu", action="store_true", help="the GPU section alone")
+    p.add_argument("--tf_python", default=None, help="python with TensorFlow (default: .venv-tf's, if built)")
+    p.add_argument("--movi_sample", default=os.path.normpath(os.path.join(SHARED, "movi_sample")))
+    p.add_argument("--no_write", action="store_true", help="leave BENCHMARKS.md as it is")
     a = p.parse_args()
-    if a.only in (None, "data") and not os.path.isdir(a.movi_sample):
+    names = [n for n in (a.only.split(",") if a.only else SECTIONS) if n]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    if not a.gpu and {"data", "data_wait"} & set(names) and not os.path.isdir(a.movi_sample):
         p.error(f"MOVi sample not found at {a.movi_sample}: pass --movi_sample DIR or set STATM_SHARED_DIR")
-    results = {}
-    if a.only in (None, "data"):
-        results["data_pipeline"] = data_pipeline.run(a.movi_sample, tf_python=a.tf_python)
-    if a.only in (None, "model"):
-        results["model_scan"] = model_scan.run(batch=a.model_batch)
-    if a.only in (None, "conv_transpose"):
-        results["conv_transpose"] = conv_transpose.run()
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump(results, f, indent=1)
+    default_tf = os.path.join(REPO, ".venv-tf", "bin", "python")
+    a.tf_python = a.tf_python or (default_tf if os.path.exists(default_tf) else None)
+    start = time.perf_counter()
+    if a.gpu:
+        from bench import gpu
+
+        sections = [gpu.run(a.quick, log)]
+    else:
+        sections = run_sections(names, a)
+    command = "python -m bench " + " ".join(sys.argv[1:])
+    host = machine()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump([m.as_json(s.name) for s in sections for m in s.measures], f, indent=1)
+    if not a.no_write:
+        rewrite(os.path.join(REPO, "BENCHMARKS.md"), sections, command.strip(), host)
+    missed = [m.name for s in sections for m in s.measures if m.target and not m.met]
+    print(f"\n{sum(len(s.measures) for s in sections)} measures in {time.perf_counter() - start:.0f} s on {host}; "
+          f"targets missed: {len(missed)}" + "".join(f"\n  MISSED: {n}" for n in missed))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

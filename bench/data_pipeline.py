@@ -1,10 +1,9 @@
-"""Record decode cost and train-pipeline throughput on one pinned core, on the converted shared MOVi sample.
+"""Record decode cost and train-pipeline throughput on one pinned core, on the converted shared MOVi sample,
+and the same chain side by side with the original's TensorFlow one.
 
 Each measurement runs in a fresh process pinned to one core (no Grain worker processes), so results do not
-depend on what ran before. Throughput variants: the compiled train chain (data/pipeline/fused.py) with glibc's
-trim/mmap thresholds raised as the trainer's iterator setup raises them (data/pipeline/allocator.py), and the
-op-by-op NumPy chain, per element with glibc's defaults and with the same thresholds set through the
-environment (its batched figures go through that iterator setup, so they have the thresholds either way).
+depend on what ran before. Ours is the compiled train chain (data/pipeline/fused.py), with glibc's trim/mmap
+thresholds raised as the trainer's iterator setup raises them (data/pipeline/allocator.py).
 """
 
 from __future__ import annotations
@@ -18,9 +17,7 @@ import sys
 import tempfile
 import time
 
-MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
-ORIGINAL_TF_VIDEOS_PER_S = 180.0  # DATA.md §5.1: SAVi's tf.data ++ train chain, one core of this machine type
-TARGET_VIDEOS_PER_S = 360.0
+from bench.report import Measure, Section
 
 
 def _pin():
@@ -59,22 +56,6 @@ def measure_decode(data_dir: str) -> dict:
         "decode_6_frame_window_ms": 1e3 * _timeit(rotate(lambda k: recs[k].decode(6, 12))),
         "record_mb": os.path.getsize(src.paths[0]) / len(src) / 1e6,
     }
-
-
-def measure_tf_example_decode(tfrecord: str) -> dict:
-    """The converter's per-record cost (TF-free tf.Example parse + PNG decode): what training would pay
-    per video without the one-off conversion."""
-    _pin()
-    from data.tfds import movi
-    from data.tfds.tfrecord import iter_tfrecord, parse_example
-
-    payloads = [p for _, p in iter_tfrecord(tfrecord)]
-    k = [0]
-
-    def run():
-        k[0] = (k[0] + 1) % len(payloads)
-        movi.example_to_video(parse_example(payloads[k[0]]))
-    return {"tf_example_parse_and_png_decode_ms": 1e3 * _timeit(run)}
 
 
 def measure_train(data_dir: str, fused: bool, seconds: float = 4.0) -> dict:
@@ -118,7 +99,7 @@ def _tf_child(tf_python: str, shard: str, cached_decode: bool) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int = 3, log=print) -> dict:
+def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int = 3) -> dict:
     """Our train chain and the original's TF one, alternating in fresh processes on the same pinned core, so
     that the shared machine's drift (1.3-1.5x within an hour) hits both alike. Ratios are per alternation."""
     rows: dict[str, list[float]] = {"ours": [], "tf_cached_decode": [], "tf_full": []}
@@ -130,14 +111,6 @@ def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int
     for name in ("tf_cached_decode", "tf_full"):
         out[f"ratio_vs_{name}"] = statistics.median(o / t for o, t in zip(rows["ours"], rows[name], strict=True))
     out["rounds"] = rows
-    log("| STATM-SAVi++ train chain, one core, batches of 8 (median of alternations) | videos/s | ours / it |")
-    log("|---|---|---|")
-    log(f"| ours: records -> compiled chain (data/pipeline/fused.py) | {out['ours']:.0f} | 1.00x |")
-    log(f"| original, TF: the chain alone on decoded videos held in memory | {out['tf_cached_decode']:.0f} | "
-        f"{out['ratio_vs_tf_cached_decode']:.2f}x ({'met' if out['ratio_vs_tf_cached_decode'] >= 2 else 'MISSED'}"
-        " vs 2x) |")
-    log(f"| original, TF: TFRecord -> parse -> PNG decode -> chain | {out['tf_full']:.0f} | "
-        f"{out['ratio_vs_tf_full']:.2f}x |")
     return out
 
 
@@ -151,37 +124,32 @@ def _child(fn_name: str, *args, env: dict | None = None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run(movi_sample: str, log=print, tf_python: str | None = None) -> dict:
+def measure(quick: bool, movi_sample: str, tf_python: str | None = None, log=print) -> tuple[Section, dict]:
+    """The suite's data section: our ++ train chain on one core and, with `tf_python`, side by side with the
+    original's TensorFlow chain (alternating fresh processes)."""
     from data.convert_tfds_to_arrayrecord import convert
 
-    results: dict = {}
+    measures = []
     with tempfile.TemporaryDirectory() as tmp:
         convert(movi_sample, "movi_a/128x128:1.0.0", tmp, num_workers=1, log=lambda *a: None)
-        results["decode"] = _child("measure_decode", tmp)
+        log("  data: the STATM-SAVi++ train chain on one core")
+        ours = _child("measure_train", tmp, True, 2.0 if quick else 4.0)
+        rate = ours["batched_videos_per_s"]
+        decode = _child("measure_decode", tmp)
+        measures.append(Measure("decode one 24-frame 128x128 record (eval)", decode["decode_all_24_frames_ms"], "ms",
+                                None, f"{decode['record_mb']:.3f} MB on disk"))
+        measures.append(Measure("decode one 6-frame window (train)", decode["decode_6_frame_window_ms"], "ms"))
+        measures.append(Measure("STATM-SAVi++ train chain, one core, batches of 8", rate, "videos/s", None,
+                                f"best round {ours['batched_videos_per_s_best']:.0f}"))
         shard = os.path.join(movi_sample, "movi_a/128x128/1.0.0/movi_a-train.tfrecord-00000-of-00001")
-        results["decode"].update(_child("measure_tf_example_decode", shard))
-        results["fused"] = _child("measure_train", tmp, True)
-        results["numpy_ops"] = _child("measure_train", tmp, False)
-        results["numpy_ops+malloc_env"] = _child("measure_train", tmp, False, env=MALLOC_ENV)
         if tf_python:
-            results["side_by_side_tf"] = side_by_side_tf(tmp, shard, tf_python, log=log)
-            log("")
-    d = results["decode"]
-    log("| record decode (24-frame 128x128, converted shared sample) | ms |")
-    log("|---|---|")
-    for key in ("read_ms", "read_and_header_ms", "decode_all_24_frames_ms", "decode_6_frame_window_ms",
-                "tf_example_parse_and_png_decode_ms"):
-        log(f"| {key} | {d[key]:.3f} |")
-    log(f"| record size on disk (MB) | {d['record_mb']:.3f} |")
-    log("")
-    log(f"| train chain, one core | videos/s per element | in batches of 8 (median; best round) | same, with a "
-        f"read thread | vs original TF ({ORIGINAL_TF_VIDEOS_PER_S:.0f}/s) | target {TARGET_VIDEOS_PER_S:.0f}/s |")
-    log("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        if name in ("decode", "side_by_side_tf"):
-            continue
-        median = r["batched_videos_per_s"]
-        log(f"| {name} | {r['element_videos_per_s']:.0f} | {median:.0f}; {r['batched_videos_per_s_best']:.0f} | "
-            f"{r['batched_videos_per_s_read_thread']:.0f}; {r['batched_videos_per_s_read_thread_best']:.0f} | "
-            f"{median / ORIGINAL_TF_VIDEOS_PER_S:.2f}x | {'met' if median >= TARGET_VIDEOS_PER_S else 'MISSED'} |")
-    return results
+            log("  data: side by side with the original's TensorFlow chain")
+            tf = side_by_side_tf(tmp, shard, tf_python, alternations=1 if quick else 3)
+            measures.append(Measure("STATM-SAVi++ train chain per core, ours / the original's tf.data chain",
+                                    tf["ratio_vs_tf_cached_decode"], "x", ">= 2.5",
+                                    f"TF: {tf['tf_cached_decode']:.0f} videos/s on decoded videos held in memory, "
+                                    f"{tf['tf_full']:.0f} from the TFRecord shard; ours {tf['ours']:.0f}"))
+        else:
+            measures.append(Measure("STATM-SAVi++ train chain per core, ours / the original's tf.data chain", None,
+                                    "x", ">= 2.5", "needs TensorFlow: make bench-tf, or --tf_python"))
+    return Section("data", "Input pipeline", measures), {"videos_per_core": rate}

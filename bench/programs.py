@@ -15,15 +15,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import movi_a_statm_savi_small, movi_e_statm_savi_pp
+from configs import movi_a_statm_savi_small, movi_e_statm_savi_pp, tiny
 from data import batch as batch_lib
 from model import build
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer import steps
 
-CONFIGS = {"s": movi_a_statm_savi_small.get_config, "pp": movi_e_statm_savi_pp.get_config}
-LABELS = {"s": "STATM-SAVi (S)", "pp": "STATM-SAVi++"}
+CONFIGS = {"s": movi_a_statm_savi_small.get_config, "pp": movi_e_statm_savi_pp.get_config,
+           "tiny": tiny.get_config}
+LABELS = {"s": "STATM-SAVi (S)", "pp": "STATM-SAVi++", "tiny": "tiny (tests' config)"}
 # The original as our model runs it: the same step unrolled over time in Python, with XLA's transposed
 # convolution (the original's `nn.ConvTranspose`). Numerically the same model (tests/test_model.py).
 ORIGINAL = {"time_loop": "python", "conv_transpose": "lax"}

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 
 from bench import chaos
+from bench.report import Measure, Section
 from trainer import goodput
 
 REPO = chaos.REPO
@@ -41,9 +42,25 @@ def run(config: str, data: str, work: str) -> dict:
     firsts = [a["to_first_step"] for a in goodput.report(workdir)["attempts"]]
     result = {"config": os.path.relpath(config, REPO), "fresh_cold": firsts[0], "restart_warm": firsts[1],
               "restart_cold": firsts[2]}
-    print(f"| restart to first step, {result['config']} | cold cache {firsts[2]:.1f} s | warm cache "
+    print(f"  | restart to first step, {result['config']} | cold cache {firsts[2]:.1f} s | warm cache "
           f"{firsts[1]:.1f} s | {firsts[2] / firsts[1]:.2f}x | (fresh start, cold: {firsts[0]:.1f} s) |")
     return result
+
+
+def measure(quick: bool, log=print) -> tuple[Section, dict]:
+    """The suite's measure: configs/tiny.py (quick) or the demo config, on a small synthetic dataset."""
+    from data.synthetic.dataset import generate
+
+    config = os.path.join(REPO, "configs", "tiny.py" if quick else "demo.py")
+    log(f"  restart: {os.path.basename(config)} started, restarted with a warm cache, restarted with a cold one")
+    with tempfile.TemporaryDirectory() as work:
+        data = os.path.join(work, "data")
+        generate(data, num_train=16, num_validation=4, resolution=32 if quick else 64, num_frames=12, supersample=1,
+                 log=lambda *_, **__: None)
+        r = run(config, data, work)
+    return Section("restart", "Restart to the first step", [
+        Measure("restart to first step, warm compilation cache / cold", r["restart_warm"] / r["restart_cold"], "x",
+                "<= 0.25", f"{r['config']}: {r['restart_warm']:.1f} s against {r['restart_cold']:.1f} s")]), r
 
 
 def main() -> None:

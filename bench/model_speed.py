@@ -1,0 +1,124 @@
+"""The model's speed, side by side: our train step against the original's form of it, the scan against the
+unrolled loop (compile and step), and evaluation with the whole-clip buffer against the sliced one.
+
+"The original" is our model run the original's way: time unrolled in a Python loop and XLA's transposed
+convolution (programs.ORIGINAL); tests/test_model.py holds that both compute the same numbers. Step times
+alternate between the two programs in one process, round by round, so the shared machine's drift hits both.
+Compile times are measured in fresh processes, one program each.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench import child, programs
+from bench.report import Measure, Section, spread
+
+# (config, resolution, batch, frames) of the side-by-side train steps; ++ runs at half its resolution on CPU
+# (one step of the original form at 128x128 takes minutes here).
+STEP_SIZES = {False: {"s": (64, 2, 6), "pp": (64, 1, 3)}, True: {"s": (32, 1, 3), "pp": (32, 1, 2)}}
+SCAN_SIZE = {False: ("s", 64, 1, 6), True: ("tiny", 16, 2, 3)}  # config, resolution, batch, train frames
+EVAL_SIZE = {False: ("s", 64, 2), True: ("tiny", 16, 4)}
+
+
+def alternate(builders: dict, rounds: int) -> dict[str, list[float]]:
+    """Compile every program, run each once, then time them in turn for `rounds` rounds."""
+    progs = {}
+    for name, build in builders.items():
+        p = build()
+        p.fn = p.lower().compile()
+        p.run()
+        progs[name] = p
+    times: dict[str, list[float]] = {k: [] for k in progs}
+    for _ in range(rounds):
+        for name, p in progs.items():
+            start = time.perf_counter()
+            p.run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def train_vs_original(name: str, resolution: int, batch: int, frames: int, rounds: int) -> dict:
+    ours, original = programs.config(name, resolution), programs.config(name, resolution, **programs.ORIGINAL)
+    return alternate({"ours": lambda: programs.train_program(ours, batch, frames),
+                      "original": lambda: programs.train_program(original, batch, frames)}, rounds)
+
+
+def compile_and_step(name: str, resolution: int, batch: int, time_loop: str, program: str, frames: int,
+                     repeats: int) -> dict:
+    c = programs.config(name, resolution, time_loop=time_loop)
+    p = (programs.train_program(c, batch, frames) if program == "train"
+         else programs.eval_program(c, batch, frames, slice_size=0))
+    start = time.perf_counter()
+    p.fn = p.lower().compile()
+    compile_s = time.perf_counter() - start
+    p.run()
+    steps = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        p.run()
+        steps.append(time.perf_counter() - start)
+    return {"compile_s": compile_s, "step_s": statistics.median(steps)}
+
+
+def eval_buffers(name: str, resolution: int, batch: int, frames: int, slice_size: int, rounds: int) -> dict:
+    c = programs.config(name, resolution)
+    return alternate({"whole": lambda: programs.eval_program(c, batch, frames, 0),
+                      "sliced": lambda: programs.eval_program(c, batch, frames, slice_size)}, rounds)
+
+
+def run_train_vs_original(quick: bool, log=print) -> Section:
+    measures, rows = [], ["| config (resolution, batch x frames) | ours s/step | original s/step | ours / original, "
+                          "per round |", "|---|---|---|---|"]
+    for name, (res, batch, frames) in STEP_SIZES[quick].items():
+        log(f"  train step {name} {res}x{res}, batch {batch} x {frames} frames: ours and the original, alternating")
+        t = child.call("model_speed", "train_vs_original", name, res, batch, frames, 3)
+        ratios = [o / r for o, r in zip(t["ours"], t["original"], strict=True)]
+        measures.append(Measure(f"{programs.LABELS[name]} train step, ours / original", statistics.median(ratios),
+                                "x", "<= 0.8", f"{res}x{res}, batch {batch} x {frames} frames"))
+        rows.append(f"| {programs.LABELS[name]} ({res}x{res}, {batch} x {frames}) | {spread(t['ours'])} | "
+                    f"{spread(t['original'])} | {', '.join(f'{r:.2f}' for r in ratios)} |")
+    return Section("train_vs_original", "Train step against the original", measures, "\n".join(rows))
+
+
+def run_scan(quick: bool, log=print) -> Section:
+    name, res, batch, train_frames = SCAN_SIZE[quick]
+    repeats = 10 if quick else 2
+    r = {}
+    for loop, program, frames in (("scan", "train", train_frames), ("python", "train", train_frames),
+                                  ("scan", "eval", 6), ("scan", "eval", 24), ("python", "eval", 24)):
+        log(f"  {loop} {program} T={frames}: compile and step in a fresh process")
+        r[loop, program, frames] = child.call("model_speed", "compile_and_step", name, res, batch, loop, program,
+                                              frames, repeats)
+    rows = ["| program | compile s, scan | compile s, unrolled | step s, scan | step s, unrolled |",
+            "|---|---|---|---|---|"]
+    for program, frames in (("train", train_frames), ("eval", 24)):
+        s, u = r["scan", program, frames], r["python", program, frames]
+        rows.append(f"| {program} T={frames} | {s['compile_s']:.1f} | {u['compile_s']:.1f} | {s['step_s']:.3g} | "
+                    f"{u['step_s']:.3g} |")
+    rows.append(f"| eval T=6 | {r['scan', 'eval', 6]['compile_s']:.1f} | | {r['scan', 'eval', 6]['step_s']:.3g} | |")
+    size = f"{programs.LABELS[name]}, {res}x{res}, batch {batch}"
+    measures = [
+        Measure("scan compile, eval T=24 / eval T=6", r["scan", "eval", 24]["compile_s"] /
+                r["scan", "eval", 6]["compile_s"], "x", "<= 1.5", size),
+        Measure("compile at T=24 (eval), unrolled / scan", r["python", "eval", 24]["compile_s"] /
+                r["scan", "eval", 24]["compile_s"], "x", ">= 3", size),
+        Measure(f"step time, scan / unrolled (the worse of train T={train_frames} and eval T=24)",
+                max(r["scan", k, f]["step_s"] / r["python", k, f]["step_s"]
+                    for k, f in (("train", train_frames), ("eval", 24))),
+                "x", "<= 1.1", size),
+    ]
+    return Section("scan", "Scan against the unrolled loop", measures, "\n".join(rows))
+
+
+def run_eval_buffers(quick: bool, log=print) -> Section:
+    name, res, batch = EVAL_SIZE[quick]
+    slice_size = 6
+    log(f"  eval at 24 frames, whole-clip buffer and slices of {slice_size}, alternating")
+    t = child.call("model_speed", "eval_buffers", name, res, batch, 24, slice_size, 5 if quick else 3)
+    size = f"{programs.LABELS[name]}, {res}x{res}, batch {batch}, 24 frames"
+    whole, sliced = (batch / statistics.median(t[k]) for k in ("whole", "sliced"))
+    measures = [Measure("evaluation, whole-clip buffer", whole, "videos/s", None, size),
+                Measure(f"evaluation, buffer sliced every {slice_size} frames", sliced, "videos/s", None, size)]
+    return Section("eval_buffers", "Evaluation: whole-clip against sliced buffer", measures)
