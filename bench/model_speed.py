@@ -12,7 +12,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench import child, programs
+from bench import child, profile, programs
+from bench.programs import alternate
 from bench.report import Measure, Section, spread
 
 # (config, resolution, batch, frames) of the side-by-side train steps; ++ runs at half its resolution on CPU
@@ -22,27 +23,15 @@ SCAN_SIZE = {False: ("s", 64, 1, 6), True: ("tiny", 16, 2, 3)}  # config, resolu
 EVAL_SIZE = {False: ("s", 64, 2), True: ("tiny", 16, 4)}
 
 
-def alternate(builders: dict, rounds: int) -> dict[str, list[float]]:
-    """Compile every program, run each once, then time them in turn for `rounds` rounds."""
-    progs = {}
-    for name, build in builders.items():
-        p = build()
-        p.fn = p.lower().compile()
-        p.run()
-        progs[name] = p
-    times: dict[str, list[float]] = {k: [] for k in progs}
-    for _ in range(rounds):
-        for name, p in progs.items():
-            start = time.perf_counter()
-            p.run()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def train_vs_original(name: str, resolution: int, batch: int, frames: int, rounds: int) -> dict:
-    ours, original = programs.config(name, resolution), programs.config(name, resolution, **programs.ORIGINAL)
-    return alternate({"ours": lambda: programs.train_program(ours, batch, frames),
-                      "original": lambda: programs.train_program(original, batch, frames)}, rounds)
+    """Our default step, the original's form of it, ours with the original's transposed convolution (the
+    default before conv_transpose "auto": what the scan alone gives), and our encoder and decoder alone
+    (bench/profile.py), all timed in turn."""
+    cfgs = {"ours": programs.config(name, resolution),
+            "original": programs.config(name, resolution, **programs.ORIGINAL),
+            "ours_lax": programs.config(name, resolution, conv_transpose="lax")}
+    builders = {k: (lambda c=c: programs.train_program(c, batch, frames)) for k, c in cfgs.items()}
+    return alternate({**builders, **profile.parts(cfgs["ours"], batch, frames)}, rounds)
 
 
 def compile_and_step(name: str, resolution: int, batch: int, time_loop: str, program: str, frames: int,
@@ -68,18 +57,25 @@ def eval_buffers(name: str, resolution: int, batch: int, frames: int, slice_size
                       "sliced": lambda: programs.eval_program(c, batch, frames, slice_size)}, rounds)
 
 
-def run_train_vs_original(quick: bool, log=print) -> Section:
+def run_train_vs_original(quick: bool, log=print) -> tuple[Section, Section]:
+    """The side-by-side section and, from the same rounds, the profile section."""
     measures, rows = [], ["| config (resolution, batch x frames) | ours s/step | original s/step | ours / original, "
-                          "per round |", "|---|---|---|---|"]
+                          "per round | ours with `lax` s/step (before `auto`) | ours / ours with `lax` |",
+                          "|---|---|---|---|---|---|"]
+    found = {}
     for name, (res, batch, frames) in STEP_SIZES[quick].items():
-        log(f"  train step {name} {res}x{res}, batch {batch} x {frames} frames: ours and the original, alternating")
+        log(f"  train step {name} {res}x{res}, batch {batch} x {frames} frames: ours, the original, ours with lax")
         t = child.call("model_speed", "train_vs_original", name, res, batch, frames, 3)
+        found[name] = (res, batch, frames, t)
         ratios = [o / r for o, r in zip(t["ours"], t["original"], strict=True)]
         measures.append(Measure(f"{programs.LABELS[name]} train step, ours / original", statistics.median(ratios),
                                 "x", "<= 0.8", f"{res}x{res}, batch {batch} x {frames} frames"))
+        fix = statistics.median(o / r for o, r in zip(t["ours"], t["ours_lax"], strict=True))
         rows.append(f"| {programs.LABELS[name]} ({res}x{res}, {batch} x {frames}) | {spread(t['ours'])} | "
-                    f"{spread(t['original'])} | {', '.join(f'{r:.2f}' for r in ratios)} |")
-    return Section("train_vs_original", "Train step against the original", measures, "\n".join(rows))
+                    f"{spread(t['original'])} | {', '.join(f'{r:.2f}' for r in ratios)} | {spread(t['ours_lax'])} | "
+                    f"{fix:.2f} |")
+    return (Section("train_vs_original", "Train step against the original", measures, "\n".join(rows)),
+            profile.section(found))
 
 
 def run_scan(quick: bool, log=print) -> Section:

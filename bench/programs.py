@@ -8,6 +8,7 @@ compiled program is exactly the one the trainer runs for that config.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import jax
@@ -123,3 +124,20 @@ def state_bytes(c: ml_collections.ConfigDict) -> int:
     """Bytes of the train state (params and Adam's moments) of a config: what one checkpoint holds."""
     state = train_program(c, 1, c.data.train_frames, abstract=True).args[0]
     return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(state)))
+
+
+def alternate(builders: dict, rounds: int) -> dict[str, list[float]]:
+    """Compile every program, run each once, then time them in turn for `rounds` rounds."""
+    progs = {}
+    for name, make in builders.items():
+        p = make()
+        p.fn = p.lower().compile()
+        p.run()
+        progs[name] = p
+    times: dict[str, list[float]] = {k: [] for k in progs}
+    for _ in range(rounds):
+        for name, p in progs.items():
+            start = time.perf_counter()
+            p.run()
+            times[name].append(time.perf_counter() - start)
+    return times
