@@ -34,32 +34,43 @@ def run_sections(names: list[str], a: argparse.Namespace) -> list[Section]:
     for name in names:
         start = time.perf_counter()
         log(f"[{name}]")
-        if name == "data":
-            section, found["data"] = data_pipeline.measure(a.quick, a.movi_sample, a.tf_python, log)
-        elif name == "train_vs_original":
-            section, found["profile"] = model_speed.run_train_vs_original(a.quick, log)
-        elif name == "profile":  # timed in the same rounds as train_vs_original
-            section = found.get("profile") or Section("profile", "Where the train step's time goes", [Measure(
-                "profile", None, "", None, "needs the section train_vs_original")])
-        elif name == "scan":
-            section = model_speed.run_scan(a.quick, log)
-        elif name == "eval_buffers":
-            section = model_speed.run_eval_buffers(a.quick, log)
-        elif name == "data_wait":
-            section = data_wait.run(a.quick, a.movi_sample, log)
-        elif name == "checkpoint":
-            section, found["checkpoint"] = checkpoint_io.run(a.quick, log=log)
-        elif name == "restart":
-            section, found["restart"] = restart.measure(a.quick, log)
-        elif name == "scaling":
-            section = scaling.run(a.quick, log)
-        elif name == "memory":
-            section, found["memory"] = memory.run(a.quick, log)
-        else:
-            section = capacity_section(found)
+        try:
+            section = run_section(name, a, found)
+        except Exception as e:  # one section's failure is reported as such, and the others still run
+            log(f"{name} failed: {type(e).__name__}: {e}")
+            section = Section(name, name, [Measure(f"{name}: failed", None, "", None,
+                                                   f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")])
         log(table(section.measures) + f"\n({name}: {time.perf_counter() - start:.0f} s)\n")
         out.append(section)
     return out
+
+
+def run_section(name: str, a: argparse.Namespace, found: dict) -> Section:
+    """One section; what later sections need from it (the capacity plan's inputs) goes into `found`."""
+    if name == "data":
+        section, found["data"] = data_pipeline.measure(a.quick, a.movi_sample, a.tf_python, log)
+    elif name == "train_vs_original":
+        section, found["profile"] = model_speed.run_train_vs_original(a.quick, log)
+    elif name == "profile":  # timed in the same rounds as train_vs_original
+        section = found.get("profile") or Section("profile", "Where the train step's time goes", [Measure(
+            "profile", None, "", None, "needs the section train_vs_original")])
+    elif name == "scan":
+        section = model_speed.run_scan(a.quick, log)
+    elif name == "eval_buffers":
+        section = model_speed.run_eval_buffers(a.quick, log)
+    elif name == "data_wait":
+        section = data_wait.run(a.quick, a.movi_sample, log)
+    elif name == "checkpoint":
+        section, found["checkpoint"] = checkpoint_io.run(a.quick, log=log)
+    elif name == "restart":
+        section, found["restart"] = restart.measure(a.quick, log)
+    elif name == "scaling":
+        section = scaling.run(a.quick, log)
+    elif name == "memory":
+        section, found["memory"] = memory.run(a.quick, log)
+    else:
+        section = capacity_section(found)
+    return section
 
 
 def capacity_section(found: dict) -> Section:
@@ -106,9 +117,11 @@ def main() -> int:
     if not a.no_write:
         rewrite(os.path.join(REPO, "BENCHMARKS.md"), sections, command.strip(), host)
     missed = [m.name for s in sections for m in s.measures if m.target and not m.met]
+    failed = [s.name for s in sections if s.measures and s.measures[0].name.endswith(": failed")]
     print(f"\n{sum(len(s.measures) for s in sections)} measures in {time.perf_counter() - start:.0f} s on {host}; "
-          f"targets missed: {len(missed)}" + "".join(f"\n  MISSED: {n}" for n in missed))
-    return 0
+          f"targets missed: {len(missed)}" + "".join(f"\n  MISSED: {n}" for n in missed)
+          + "".join(f"\n  FAILED (not measured): {n}" for n in failed))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -49,21 +49,22 @@ def run(quick: bool, movi_sample: str, log=print) -> Section:
     from data.convert_tfds_to_arrayrecord import convert
     from data.synthetic.dataset import generate
 
-    steps = 12 if quick else 100
+    steps = 8 if quick else 100
+    every = steps // 4 if quick else steps // 5
     measures = []
     with tempfile.TemporaryDirectory() as tmp:
         demo_data, pp_data = os.path.join(tmp, "demo_data"), os.path.join(tmp, "pp_data")
         log("  data wait: the demo run")
         generate(demo_data, num_train=16, num_validation=4, resolution=64, num_frames=12, log=lambda *a, **k: None)
         shares = train(os.path.join(REPO, "configs", "demo.py"), demo_data, os.path.join(tmp, "demo"), steps,
-                       steps // 4, [])
+                       every, [])
         measures.append(Measure("data-wait share of step time, demo run", 100 * statistics.median(shares), "%",
                                 "<= 5", f"{steps} steps, per window: {', '.join(f'{100 * s:.1f}' for s in shares)}"))
         workers = os.cpu_count() or 1
         log(f"  data wait: STATM-SAVi++ input chain with {workers} Grain workers")
         convert(movi_sample, "movi_a/128x128:1.0.0", pp_data, num_workers=1, log=lambda *a: None)
         shares = train(os.path.join(REPO, "configs", "movi_e_statm_savi_pp.py"), pp_data, os.path.join(tmp, "pp"),
-                       steps, steps // 4, [*PP_SHAPED, "--config.batch_size=2", "--config.eval_batch_size=2",
+                       steps, every, [*PP_SHAPED, "--config.batch_size=2", "--config.eval_batch_size=2",
                                            f"--config.data.worker_count={workers}"])
         measures.append(Measure("data-wait share of step time, STATM-SAVi++ input chain", 100 * statistics.median(
             shares), "%", "<= 5", f"{workers} Grain workers, batch 2, shrunk model; per window: "

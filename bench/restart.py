@@ -23,11 +23,12 @@ REPO = chaos.REPO
 
 
 def attempt(config: str, data: str, workdir: str, cache: str, log: str) -> chaos.Attempt:
-    cmd = chaos.command(data, workdir, [f"--config.compilation_cache_dir={cache}", "--config.eval_at_start=False"],
-                        config)
+    # Enough steps that the run is still training when the SIGTERM after its first step arrives.
+    cmd = chaos.command(data, workdir, [f"--config.compilation_cache_dir={cache}", "--config.eval_at_start=False",
+                                        "--config.num_train_steps=100000"], config)
     a = chaos.run_attempt(cmd, chaos.environment(), workdir, "sigterm", random.Random(0), log)
     if a.returncode != chaos.EXIT_RESUMABLE:
-        raise SystemExit(f"expected exit {chaos.EXIT_RESUMABLE}, got {a.returncode}:\n{a.stderr[-3000:]}")
+        raise RuntimeError(f"expected exit {chaos.EXIT_RESUMABLE}, got {a.returncode}:\n{a.stderr[-3000:]}")
     return a
 
 

@@ -43,7 +43,7 @@ def train(data_dir: str, workdir: str, processes: int, devices: int, steps: int)
 def run(quick: bool, log=print) -> Section:
     from data.synthetic.dataset import generate
 
-    steps = 8 if quick else 20
+    steps = 6 if quick else 20
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
