@@ -8,9 +8,6 @@ Variants that run out of device memory are reported as such, not left out. On a 
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from bench import programs
 from bench.report import Measure, Section
 from trainer import mfu
@@ -38,16 +35,9 @@ def time_step(name: str, model: dict, batch: int, frames: int, resolution: int |
         p = programs.train_program(c, batch, frames)
         flops = mfu.lowered_flops(programs.train_program(programs.config(name, resolution, **{
             **model, "time_loop": "python", "conv_transpose": "phases"}), batch, frames, abstract=True).lower())
-        p.fn = p.lower().compile()
-        p.run()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            p.run()
-            times.append(time.perf_counter() - start)
+        _, step = p.compile_and_time(repeats)
     except Exception as e:  # noqa: BLE001 (out of memory and the like: one row that says so)
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-    step = statistics.median(times)
     peak = mfu.peak_flops(jax.devices()[0].device_kind, model["dtype"])
     return {"step_s": step, "videos_per_s": batch / step, "device": jax.devices()[0].device_kind,
             "mfu": flops / jax.device_count() / step / peak if peak and flops else None}

@@ -10,7 +10,6 @@ Compile times are measured in fresh processes, one program each.
 from __future__ import annotations
 
 import statistics
-import time
 
 from bench import child, profile, programs
 from bench.programs import alternate
@@ -41,16 +40,8 @@ def compile_and_step(name: str, resolution: int, batch: int, time_loop: str, pro
     c = programs.config(name, resolution, time_loop=time_loop)
     p = (programs.train_program(c, batch, frames) if program == "train"
          else programs.eval_program(c, batch, frames, slice_size=0))
-    start = time.perf_counter()
-    p.fn = p.lower().compile()
-    compile_s = time.perf_counter() - start
-    p.run()
-    steps = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        p.run()
-        steps.append(time.perf_counter() - start)
-    return {"compile_s": compile_s, "step_s": statistics.median(steps)}
+    compile_s, step_s = p.compile_and_time(repeats)
+    return {"compile_s": compile_s, "step_s": step_s}
 
 
 def eval_buffers(name: str, resolution: int, batch: int, frames: int, slice_size: int, rounds: int) -> dict:

@@ -8,6 +8,7 @@ compiled program is exactly the one the trainer runs for that config.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from typing import Any
 
@@ -56,6 +57,19 @@ class Program:
 
     def lower(self):
         return self.fn.lower(*self.args)
+
+    def compile_and_time(self, repeats: int) -> tuple[float, float]:
+        """Compiles (timed), runs once to warm up, then returns (compile seconds, median step seconds)."""
+        start = time.perf_counter()
+        self.fn = self.lower().compile()
+        compile_s = time.perf_counter() - start
+        self.run()
+        steps = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.run()
+            steps.append(time.perf_counter() - start)
+        return compile_s, statistics.median(steps)
 
     def run(self) -> None:
         out = self.fn(*self.args)
