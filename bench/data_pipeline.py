@@ -13,10 +13,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
+from bench import child
 from bench.report import Measure, Section
 
 
@@ -104,7 +104,7 @@ def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int
     that the shared machine's drift (1.3-1.5x within an hour) hits both alike. Ratios are per alternation."""
     rows: dict[str, list[float]] = {"ours": [], "tf_cached_decode": [], "tf_full": []}
     for _ in range(alternations):
-        rows["ours"].append(_child("measure_train", data_dir, True)["batched_videos_per_s"])
+        rows["ours"].append(child.call("data_pipeline", "measure_train", data_dir, True)["batched_videos_per_s"])
         rows["tf_cached_decode"].append(_tf_child(tf_python, shard, True)["batched_videos_per_s"])
         rows["tf_full"].append(_tf_child(tf_python, shard, False)["batched_videos_per_s"])
     out = {k: statistics.median(v) for k, v in rows.items()}
@@ -112,16 +112,6 @@ def side_by_side_tf(data_dir: str, shard: str, tf_python: str, alternations: int
         out[f"ratio_vs_{name}"] = statistics.median(o / t for o, t in zip(rows["ours"], rows[name], strict=True))
     out["rounds"] = rows
     return out
-
-
-def _child(fn_name: str, *args, env: dict | None = None) -> dict:
-    code = (f"import json, sys; from bench import data_pipeline as b; "
-            f"print(json.dumps(b.{fn_name}(*json.loads(sys.argv[1]))))")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
-                       env={**os.environ, **(env or {})}, cwd=os.path.dirname(os.path.dirname(__file__)))
-    if r.returncode:
-        raise RuntimeError(f"{fn_name} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def measure(quick: bool, movi_sample: str, tf_python: str | None = None, log=print) -> tuple[Section, dict]:
@@ -133,9 +123,9 @@ def measure(quick: bool, movi_sample: str, tf_python: str | None = None, log=pri
     with tempfile.TemporaryDirectory() as tmp:
         convert(movi_sample, "movi_a/128x128:1.0.0", tmp, num_workers=1, log=lambda *a: None)
         log("  data: the STATM-SAVi++ train chain on one core")
-        ours = _child("measure_train", tmp, True, 2.0 if quick else 4.0)
+        ours = child.call("data_pipeline", "measure_train", tmp, True, 2.0 if quick else 4.0)
         rate = ours["batched_videos_per_s"]
-        decode = _child("measure_decode", tmp)
+        decode = child.call("data_pipeline", "measure_decode", tmp)
         measures.append(Measure("decode one 24-frame 128x128 record (eval)", decode["decode_all_24_frames_ms"], "ms",
                                 None, f"{decode['record_mb']:.3f} MB on disk"))
         measures.append(Measure("decode one 6-frame window (train)", decode["decode_6_frame_window_ms"], "ms"))
