@@ -112,8 +112,14 @@ def init_params(model: STATMSAVi, batch: int, frames: int, resolution: int, max_
                 seed: int = 0) -> dict:
     video = jnp.zeros((batch, frames, resolution, resolution, 3), jnp.float32)
     boxes = jnp.zeros((batch, frames, max_instances, 4), jnp.float32)
-    # Jitted: an eager init dispatches op by op and takes ~100x longer on CPU.
-    return jax.jit(lambda key: model.init(key, video, boxes)["params"])(jax.random.key(seed))
+    # Jitted: an eager init dispatches op by op and takes ~100x longer on CPU. Compiled without LLVM's
+    # optimisations: the program is ~100 inlined threefry draws, run once, whose optimised compile took 14.6 s
+    # of the demo's start-up against 3.8 s (values equal up to 1 ulp, the same on every process and restart).
+    key = jax.random.key(seed)
+    init = jax.jit(lambda k: model.init(k, video, boxes)["params"])
+    if isinstance(key, jax.core.Tracer):  # under jax.eval_shape (abstract states): shapes only, nothing compiled
+        return init(key)
+    return init.lower(key).compile(compiler_options={"xla_backend_optimization_level": 0})(key)
 
 
 def count_params(params) -> int:
