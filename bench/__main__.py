@@ -1,10 +1,13 @@
-"""python -m bench [--quick] [--json FILE] [--only NAME,...] [--gpu] [--tf_python PY] [--no_write]
+"""python -m bench [--quick] [--json FILE] [--only NAME,...] [--gpu] [--tf_python PY] [--no_tf] [--no_write]
 
 Every measure of the suite, side by side in one process tree, each judged against its target; the tables of
 BENCHMARKS.md are rewritten with the figures, the date, the machine and this command (--no_write: print only).
 --quick runs every measure at a reduced size. --gpu runs the GPU section alone (on the machine's accelerators).
 Sections: data, train_vs_original, profile, scan, eval_buffers, data_wait, checkpoint, restart, scaling, memory,
 capacity (from the figures of data, checkpoint, restart and memory).
+The data section's side-by-side with the original's TensorFlow chain runs TensorFlow from its own environment,
+.venv-tf (never the project's); it is built here on first use (`make .venv-tf/.installed`, ~1 min from pip's
+cache) unless --tf_python names one or --no_tf skips that measure.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -84,13 +88,27 @@ def capacity_section(found: dict) -> Section:
                    [Measure("capacity plan written", 1.0, "", None)], text)
 
 
+def tf_environment() -> str | None:
+    """.venv-tf's python, built first if it is not (the Makefile's rule); None, said, if it cannot be built."""
+    if subprocess.run(["make", "-s", "-q", ".venv-tf/.installed"], cwd=REPO).returncode:
+        log("building .venv-tf for the TensorFlow side of the data section (once; not part of any measure)")
+        start = time.perf_counter()
+        r = subprocess.run(["make", "-s", ".venv-tf/.installed"], cwd=REPO, capture_output=True, text=True)
+        if r.returncode:
+            log(f".venv-tf could not be built, so the TensorFlow comparison is not measured:\n{r.stderr[-2000:]}")
+            return None
+        log(f".venv-tf built in {time.perf_counter() - start:.0f} s")
+    return os.path.join(REPO, ".venv-tf", "bin", "python")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="every measure at a reduced size (~10 min on 2 cores)")
     p.add_argument("--json", default=None, help="write one object per measure to this file")
     p.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
     p.add_argument("--gpu", action="store_true", help="the GPU section alone")
-    p.add_argument("--tf_python", default=None, help="python with TensorFlow (default: .venv-tf's, if built)")
+    p.add_argument("--tf_python", default=None, help="python with TensorFlow (default: .venv-tf's, built if absent)")
+    p.add_argument("--no_tf", action="store_true", help="skip the TensorFlow comparison (reported as not measured)")
     p.add_argument("--movi_sample", default=os.path.normpath(os.path.join(SHARED, "movi_sample")))
     p.add_argument("--no_write", action="store_true", help="leave BENCHMARKS.md as it is")
     a = p.parse_args()
@@ -100,8 +118,8 @@ def main() -> int:
         p.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
     if not a.gpu and {"data", "data_wait"} & set(names) and not os.path.isdir(a.movi_sample):
         p.error(f"MOVi sample not found at {a.movi_sample}: pass --movi_sample DIR or set STATM_SHARED_DIR")
-    default_tf = os.path.join(REPO, ".venv-tf", "bin", "python")
-    a.tf_python = a.tf_python or (default_tf if os.path.exists(default_tf) else None)
+    if not a.gpu and "data" in names and not a.tf_python and not a.no_tf:
+        a.tf_python = tf_environment()
     start = time.perf_counter()
     if a.gpu:
         from bench import gpu

@@ -141,5 +141,6 @@ def measure(quick: bool, movi_sample: str, tf_python: str | None = None, log=pri
                                     f"{tf['tf_full']:.0f} from the TFRecord shard; ours {tf['ours']:.0f}"))
         else:
             measures.append(Measure("STATM-SAVi++ train chain per core, ours / the original's tf.data chain", None,
-                                    "x", ">= 2.5", "needs TensorFlow: make bench-tf, or --tf_python"))
+                                    "x", ">= 2.5", "needs TensorFlow: .venv-tf (python -m bench builds it unless "
+                                                   "--no_tf), or --tf_python"))
     return Section("data", "Input pipeline", measures), {"videos_per_core": rate}

@@ -9,11 +9,13 @@ Compile times are measured in fresh processes, one program each.
 
 from __future__ import annotations
 
+import functools
 import statistics
 
 from bench import child, profile, programs
 from bench.programs import alternate
 from bench.report import Measure, Section, spread
+from model import build
 
 # (config, resolution, batch, frames) of the side-by-side train steps; ++ runs at half its resolution on CPU
 # (one step of the original form at 128x128 takes minutes here).
@@ -31,8 +33,15 @@ def train_vs_original(name: str, resolution: int, batch: int, frames: int, round
             "original": programs.config(name, resolution, **programs.ORIGINAL)}
     if with_lax:
         cfgs["ours_lax"] = programs.config(name, resolution, conv_transpose="lax")
-    builders = {k: (lambda c=c: programs.train_program(c, batch, frames)) for k, c in cfgs.items()}
-    return alternate({**builders, **profile.parts(cfgs["ours"], batch, frames)}, rounds)
+    ours = cfgs["ours"]
+
+    @functools.cache  # one init for all: the forms share the parameter tree (tests/test_model.py)
+    def params():
+        model = build.build_model(ours.model, ours.num_slots, ours.conditioning_key)
+        return build.init_params(model, 1, frames, ours.data.resolution, ours.max_instances, ours.seed)
+
+    builders = {k: (lambda c=c: programs.train_program(c, batch, frames, params=params())) for k, c in cfgs.items()}
+    return alternate({**builders, **profile.parts(ours, batch, frames, params)}, rounds)
 
 
 def compile_and_step(name: str, resolution: int, batch: int, time_loop: str, program: str, frames: int,

@@ -6,7 +6,6 @@ rounds as the side-by-side train steps (bench/model_speed.py).
 
 from __future__ import annotations
 
-import functools
 import statistics
 
 import jax
@@ -27,14 +26,11 @@ def _part(module, params, x) -> programs.Program:
     return programs.Program(jax.jit(jax.grad(loss, argnums=(0, 1))), (params, x))
 
 
-def parts(c: ml_collections.ConfigDict, batch: int, frames: int) -> dict:
-    """Builders of the encoder's and the decoder's fwd + bwd programs, for programs.alternate."""
+def parts(c: ml_collections.ConfigDict, batch: int, frames: int, params) -> dict:
+    """Builders of the encoder's and the decoder's fwd + bwd programs (with the model's `params`, a function
+    that returns them), for programs.alternate."""
     model = build.build_model(c.model, c.num_slots, c.conditioning_key)
     rng = np.random.default_rng(0)
-
-    @functools.cache
-    def params():
-        return build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
 
     def encoder():
         video = rng.random((batch * frames, c.data.resolution, c.data.resolution, 3), np.float32)

@@ -97,9 +97,10 @@ def train_batch(c: ml_collections.ConfigDict, batch_size: int, frames: int, seed
 
 
 def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, abstract: bool = False,
-                  mesh=None) -> Program:
+                  mesh=None, params: Any = None) -> Program:
     """The trainer's jitted train step (steps.jit_train_step) with a fresh state and a random batch.
-    abstract=True: shapes only (for lowering and memory analysis, nothing is computed)."""
+    abstract=True: shapes only (for lowering and memory analysis, nothing is computed). params: start from
+    these (programs of one architecture share one init) instead of initialising."""
     mesh = mesh or mesh_lib.make_mesh()
     model = build.build_model(c.model, c.num_slots, c.conditioning_key)
     schedule = state_lib.learning_rate_schedule(c.learning_rate, c.warmup_steps, c.num_train_steps)
@@ -118,7 +119,9 @@ def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, ab
         batch = {f.name: jax.ShapeDtypeStruct(shapes[f.name], jnp.dtype(f.dtype), sharding=sharded)
                  for f in schema.fields}
     else:
-        state = jax.device_put(state_lib.create_train_state(init(), optimizer), replicated)
+        # A shared init is copied: the step donates its state, and would delete the others' arrays.
+        own = init() if params is None else jax.tree_util.tree_map(jnp.array, params)
+        state = jax.device_put(state_lib.create_train_state(own, optimizer), replicated)
         batch = mesh_lib.global_batch(train_batch(c, batch_size, frames), mesh)
     return Program(fn, (state, batch), donate=True)
 
