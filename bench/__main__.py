@@ -13,6 +13,7 @@ cache) unless --tf_python names one or --no_tf skips that measure.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -34,22 +35,37 @@ def log(*args) -> None:
 
 def run_sections(names: list[str], a: argparse.Namespace) -> list[Section]:
     found: dict = {}
-    out = []
+    done: dict[str, Section] = {}
+    beside = None
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if a.quick and {"data", "memory"} <= set(names) and len(cores) >= 2:
+        # memory only compiles (nothing in it is timed): --quick runs it on the last core beside the data section,
+        # whose measurements pin themselves to the first core.
+        beside = concurrent.futures.ThreadPoolExecutor(1).submit(
+            run_logged, "memory", lambda: run_section("memory", a, found, {cores[-1]}))
     for name in names:
-        start = time.perf_counter()
-        log(f"[{name}]")
-        try:
-            section = run_section(name, a, found)
-        except Exception as e:  # one section's failure is reported as such, and the others still run
-            log(f"{name} failed: {type(e).__name__}: {e}")
-            section = Section(name, name, [Measure(f"{name}: failed", None, "", None,
-                                                   f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")])
-        log(table(section.measures) + f"\n({name}: {time.perf_counter() - start:.0f} s)\n")
-        out.append(section)
-    return out
+        if name == "memory" and beside is not None:
+            continue
+        done[name] = run_logged(name, lambda n=name: run_section(n, a, found))
+        if name == "data" and beside is not None:
+            done["memory"] = beside.result()
+    return [done[n] for n in names]
 
 
-def run_section(name: str, a: argparse.Namespace, found: dict) -> Section:
+def run_logged(name: str, fn) -> Section:
+    start = time.perf_counter()
+    log(f"[{name}]")
+    try:
+        section = fn()
+    except Exception as e:  # one section's failure is reported as such, and the others still run
+        log(f"{name} failed: {type(e).__name__}: {e}")
+        section = Section(name, name, [Measure(f"{name}: failed", None, "", None,
+                                               f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")])
+    log(table(section.measures) + f"\n({name}: {time.perf_counter() - start:.0f} s)\n")
+    return section
+
+
+def run_section(name: str, a: argparse.Namespace, found: dict, cores: set[int] | None = None) -> Section:
     """One section; what later sections need from it (the capacity plan's inputs) goes into `found`."""
     if name == "data":
         section, found["data"] = data_pipeline.measure(a.quick, a.movi_sample, a.tf_python, log)
@@ -71,7 +87,7 @@ def run_section(name: str, a: argparse.Namespace, found: dict) -> Section:
     elif name == "scaling":
         section = scaling.run(a.quick, log)
     elif name == "memory":
-        section, found["memory"] = memory.run(a.quick, log)
+        section, found["memory"] = memory.run(a.quick, log, cores)
     else:
         section = capacity_section(found)
     return section

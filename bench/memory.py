@@ -41,7 +41,8 @@ def step_flops(resolution: int) -> float:
     return mfu.lowered_flops(programs.train_program(c, GLOBAL_BATCH, c.data.train_frames, abstract=True).lower())
 
 
-def run(quick: bool, log=print) -> tuple[Section, dict]:
+def run(quick: bool, log=print, cores: set[int] | None = None) -> tuple[Section, dict]:
+    """`cores`: compile on these cores only (--quick runs this section beside the data section's pinned core)."""
     resolution = 128
     combos = ([(8, 1, "float32", True)] if quick else
               [(d, a, dt, r) for (d, a), dt, r in itertools.product(LAYOUTS, ("float32", "bfloat16"), (True, False))])
@@ -51,7 +52,8 @@ def run(quick: bool, log=print) -> tuple[Section, dict]:
     for devices, accum, dtype, remat in combos:
         log(f"  memory: {devices} devices, accumulation {accum}, {dtype}, remat {remat}: compiling")
         env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-        r = child.call("memory", "compiled_memory", devices, accum, dtype, remat, resolution, env=env)
+        r = child.call("memory", "compiled_memory", devices, accum, dtype, remat, resolution, env=env,
+                       cores=cores)
         layout = f"{devices} x {GLOBAL_BATCH // devices}" + (f" in {accum} micro-batches" if accum > 1 else "")
         fit = r["peak"] <= H800_BYTES
         rows.append(f"| {layout} | {dtype} | {'on' if remat else 'off'} | {r['argument'] / 1e9:.2f} | "
@@ -65,7 +67,7 @@ def run(quick: bool, log=print) -> tuple[Section, dict]:
             f"Least recompute that fits: **{best[4]}, {best[5]}, remat {'on' if best[6] else 'off'}** "
             "(preferring no micro-batches, then no remat, then bfloat16 over float32).")
     log(f"  FLOPs: lowering the unrolled batch-{GLOBAL_BATCH} step")
-    flops = child.call("memory", "step_flops", resolution, env={"JAX_PLATFORMS": "cpu"})
+    flops = child.call("memory", "step_flops", resolution, env={"JAX_PLATFORMS": "cpu"}, cores=cores)
     measures.append(Measure(f"FLOPs of one batch-{GLOBAL_BATCH} STATM-SAVi++ train step", flops / 1e12, "TFLOP",
                             None, "XLA cost analysis, 128x128, 6 frames"))
     return Section("memory", "Memory of STATM-SAVi++ at batch 64", measures, "\n".join(rows) + "\n\n" + note), \
