@@ -108,18 +108,24 @@ def from_original(seed_config: dict[str, Any]) -> tuple[ml_collections.ConfigDic
     return cfg, int(seed_config["num_slots"]), conditioning
 
 
+# The init program is ~100 inlined threefry draws, run once: compiled without LLVM's optimisations it took
+# 3.8 s of the demo's start-up against 14.6 s optimised, with values equal up to 1 ulp (the same on every
+# process and restart, as both compile it so).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
 def init_params(model: STATMSAVi, batch: int, frames: int, resolution: int, max_instances: int,
                 seed: int = 0) -> dict:
+    """Fresh parameters. Under a trace (jax.eval_shape, or an outer jit that places them, which should compile
+    with INIT_COMPILER_OPTIONS) it is traced into the caller's program; called directly it compiles its own."""
     video = jnp.zeros((batch, frames, resolution, resolution, 3), jnp.float32)
     boxes = jnp.zeros((batch, frames, max_instances, 4), jnp.float32)
-    # Jitted: an eager init dispatches op by op and takes ~100x longer on CPU. Compiled without LLVM's
-    # optimisations: the program is ~100 inlined threefry draws, run once, whose optimised compile took 14.6 s
-    # of the demo's start-up against 3.8 s (values equal up to 1 ulp, the same on every process and restart).
     key = jax.random.key(seed)
+    # Jitted: an eager init dispatches op by op and takes ~100x longer on CPU.
     init = jax.jit(lambda k: model.init(k, video, boxes)["params"])
-    if isinstance(key, jax.core.Tracer):  # under jax.eval_shape (abstract states): shapes only, nothing compiled
+    if isinstance(key, jax.core.Tracer):
         return init(key)
-    return init.lower(key).compile(compiler_options={"xla_backend_optimization_level": 0})(key)
+    return init.lower(key).compile(compiler_options=INIT_COMPILER_OPTIONS)(key)
 
 
 def count_params(params) -> int:

@@ -54,7 +54,8 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
         if run.is_primary:
             print(f"resumed from step {step} (data position {data_state})", flush=True)
         return state, int(meta.get("skipped_updates", 0)), True
-    params = jax.jit(run.init_params, out_shardings=run.replicated)()
+    init = jax.jit(run.init_params, out_shardings=run.replicated).lower()
+    params = init.compile(compiler_options=build.INIT_COMPILER_OPTIONS)()
     if c.init_from:
         params = checkpoint.restore_params(c.init_from, run.abstract_state.params)
     elif c.readout_bias_init == "target_mean":
