@@ -119,7 +119,7 @@ def tf_environment() -> str | None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="every measure at a reduced size (~10 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="every measure at a reduced size (~12 min on 2 cores)")
     p.add_argument("--json", default=None, help="write one object per measure to this file")
     p.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
     p.add_argument("--gpu", action="store_true", help="the GPU section alone")

@@ -4,7 +4,7 @@ unrolled loop (compile and step), and evaluation with the whole-clip buffer agai
 "The original" is our model run the original's way: time unrolled in a Python loop and XLA's transposed
 convolution (programs.ORIGINAL); tests/test_model.py holds that both compute the same numbers. Step times
 alternate between the two programs in one process, round by round, so the shared machine's drift hits both.
-Compile times are measured in fresh processes, one program each.
+Compile times are measured in one fresh process per time loop (run_scan says in which order).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import statistics
 from bench import child, profile, programs
 from bench.programs import alternate
 from bench.report import Measure, Section, spread
-from model import build
 
 # (config, resolution, batch, frames) of the side-by-side train steps; ++ runs at half its resolution on CPU
 # (one step of the original form at 128x128 takes minutes here).
@@ -34,12 +33,8 @@ def train_vs_original(name: str, resolution: int, batch: int, frames: int, round
     if with_lax:
         cfgs["ours_lax"] = programs.config(name, resolution, conv_transpose="lax")
     ours = cfgs["ours"]
-
-    @functools.cache  # one init for all: the forms share the parameter tree (tests/test_model.py)
-    def params():
-        model = build.build_model(ours.model, ours.num_slots, ours.conditioning_key)
-        return build.init_params(model, 1, frames, ours.data.resolution, ours.max_instances, ours.seed)
-
+    # One init for all: the forms share the parameter tree (tests/test_model.py).
+    params = functools.cache(lambda: programs.fresh_params(ours, frames))
     builders = {k: (lambda c=c: programs.train_program(c, batch, frames, params=params())) for k, c in cfgs.items()}
     return alternate({**builders, **profile.parts(ours, batch, frames, params)}, rounds)
 

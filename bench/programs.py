@@ -96,6 +96,12 @@ def train_batch(c: ml_collections.ConfigDict, batch_size: int, frames: int, seed
     return out
 
 
+def fresh_params(c: ml_collections.ConfigDict, frames: int) -> dict:
+    """A config's initial parameters, as the trainer makes them (config.seed)."""
+    model = build.build_model(c.model, c.num_slots, c.conditioning_key)
+    return build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
+
+
 def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, abstract: bool = False,
                   mesh=None, params: Any = None) -> Program:
     """The trainer's jitted train step (steps.jit_train_step) with a fresh state and a random batch.
@@ -110,17 +116,14 @@ def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, ab
     fn = steps.jit_train_step(model, optimizer, _targets(c), schema, c.grad_accum_steps, schedule, replicated,
                               sharded)
 
-    def init():
-        return build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
-
     if abstract:
-        state = state_lib.abstract_train_state(init, optimizer, replicated)
+        state = state_lib.abstract_train_state(lambda: fresh_params(c, frames), optimizer, replicated)
         shapes = schema.shapes(batch_size, frames, c.data.resolution, c.max_instances)
         batch = {f.name: jax.ShapeDtypeStruct(shapes[f.name], jnp.dtype(f.dtype), sharding=sharded)
                  for f in schema.fields}
     else:
         # A shared init is copied: the step donates its state, and would delete the others' arrays.
-        own = init() if params is None else jax.tree_util.tree_map(jnp.array, params)
+        own = fresh_params(c, frames) if params is None else jax.tree_util.tree_map(jnp.array, params)
         state = jax.device_put(state_lib.create_train_state(own, optimizer), replicated)
         batch = mesh_lib.global_batch(train_batch(c, batch_size, frames), mesh)
     return Program(fn, (state, batch), donate=True)
@@ -129,7 +132,7 @@ def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, ab
 def eval_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, slice_size: int) -> Program:
     """The model's evaluation forward over all `frames` (metrics left out: they are the same for both buffers)."""
     model = build.build_model(c.model, c.num_slots, c.conditioning_key)
-    params = build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
+    params = fresh_params(c, frames)
     rng = np.random.default_rng(0)
     video = jnp.asarray(rng.random((batch_size, frames, c.data.resolution, c.data.resolution, 3), np.float32))
     boxes = jnp.asarray(rng.random((batch_size, frames, c.max_instances, 4), np.float32))
