@@ -21,9 +21,11 @@ import sys
 import tempfile
 import time
 
+from trainer import exits
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "tiny.py")
-EXIT_RESUMABLE = 75  # trainer/main.py
+EXIT_RESUMABLE = exits.PREEMPTED
 
 
 @dataclasses.dataclass

@@ -33,6 +33,10 @@ def data_config(data_dir: str, resolution: int, depth_transform: str = "none",
         "worker_count": 0,  # Grain worker processes per JAX process (0: in-process threads only)
         "read_threads": 8,
         "prefetch_buffer_size": 32,
+        # Resume the weights and optimizer of a checkpoint written with another training stream (other data,
+        # seed, train_frames, resolution, crop, ...) and start the data stream from its beginning, on purpose.
+        # Without it such a resume is refused, naming the changed keys. Ignored when the stream is unchanged.
+        "reset_position": False,
     })
 
 
@@ -103,6 +107,15 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.heartbeat_timeout_seconds = 60
     config.barrier_timeout_seconds = 300
     config.step_timeout_seconds = 600
+    # One run per workdir (trainer/lease.py): process 0 holds WORKDIR/lease.json, renewed every
+    # lease_timeout_seconds / 6. A lease not renewed for its holder's lease_timeout_seconds is stale and is taken
+    # over (a holder on this host that no longer exists, at once). A second run waits up to lease_wait_seconds
+    # for the holder to go away (a requeue that overlaps the old job's teardown), then exits 1.
+    config.lease_timeout_seconds = 120
+    config.lease_wait_seconds = 300
+    # Attempts in a row that end with a filesystem error without saving past the step they resumed from, before
+    # the run gives up (exit 78) instead of asking for another restart (exit 74).
+    config.max_attempts_without_progress = 3
     # A non-finite loss or gradient: "stop" ends the run before anything after it is saved (exit 3);
     # "skip" leaves the state as it was, counts and logs the skip, and goes on.
     config.nonfinite_updates = "stop"

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 
+from trainer import exits
 from trainer.runtime import free_port
 
 KILL_AFTER_TERM_SECONDS = 20
@@ -97,8 +98,8 @@ class Group:
     def on_signal(self, signum, _frame) -> None:
         self.signalled += 1
         if self.signalled == 1:
-            self.say(f"{signal.Signals(signum).name}: passing SIGTERM to every process (save and exit 75); "
-                     "again to kill")
+            self.say(f"{signal.Signals(signum).name}: passing SIGTERM to every process (save and exit "
+                     f"{exits.PREEMPTED}); again to kill")
             self.terminate()
         else:
             self.kill()

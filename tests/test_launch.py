@@ -16,6 +16,7 @@ import yaml
 from conftest import REPO
 
 from launch.local import child_env, exit_status
+from trainer import exits
 from trainer.peers import PREFIX as PEERS
 from trainer.peers import PeerMonitor
 from trainer.runtime import EXIT_HUNG, Layout
@@ -235,7 +236,10 @@ def sbatch(tmp_path, job: int, **env):
     bindir.mkdir(exist_ok=True)
     executable(bindir / "srun", SRUN)
     executable(bindir / "scontrol", SCONTROL)
-    python = executable(bindir / "python", f'#!/bin/bash\nexec {sys.executable} {REPO}/tests/slurm_probe.py "$@"\n')
+    # The stand-in interpreter runs the probe in place of the trainer; the script's question to trainer.exits
+    # (whether a code requeues) goes to the real module.
+    python = executable(bindir / "python", f'#!/bin/bash\nif [ "$2" = trainer.exits ]; then exec {sys.executable} '
+                        f'"$@"; fi\nexec {sys.executable} {REPO}/tests/slurm_probe.py "$@"\n')
     log = tmp_path / "slurm.log"
     log.write_text("")
     (tmp_path / "probes").mkdir(exist_ok=True)
@@ -271,7 +275,9 @@ def test_sbatch_starts_one_process_per_task_with_its_rank_and_requeues_on_75(tmp
 
 
 @pytest.mark.parametrize("code, restart, requeued, status", [
-    (1, 0, False, 1), (3, 0, False, 3), (76, 0, True, 0), (76, 50, False, 76), (137, 0, True, 0), (0, 0, False, 0)])
+    (exits.BAD_INPUT, 0, False, 1), (exits.DIVERGED, 0, False, 3), (exits.INTERNAL_ERROR, 0, False, 70),
+    (exits.FILESYSTEM, 0, True, 0), (exits.HUNG, 0, True, 0), (exits.HUNG, 50, False, 76),
+    (exits.FENCED, 0, False, 77), (exits.GAVE_UP, 0, False, 78), (137, 0, True, 0), (0, 0, False, 0)])
 def test_sbatch_requeues_only_what_a_restart_can_fix(tmp_path, code, restart, requeued, status):
     r, calls = sbatch(tmp_path, 1234, PROBE_EXIT=str(code), PROBE_SKIP_JAX="1", SLURM_RESTART_COUNT=str(restart))
     assert r.returncode == status, r.stdout[-2000:] + r.stderr[-2000:]
@@ -304,10 +310,10 @@ def test_jobset_wires_the_coordinator_and_the_exit_codes():
     assert job["completionMode"] == "Indexed" and job["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
     assert "job-completion-index" in env["JAX_PROCESS_ID"]["fieldRef"]["fieldPath"]
     (rule,) = job["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [1, 3]  # never restarted
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == list(exits.FINAL)  # never restarted
     assert jobset["spec"]["failurePolicy"]["rules"][0] == {"action": "FailJobSet",
                                                            "onJobFailureReasons": ["PodFailurePolicy"]}
-    assert jobset["spec"]["failurePolicy"]["maxRestarts"] > 0  # 75 and 76 restart the whole set
+    assert jobset["spec"]["failurePolicy"]["maxRestarts"] > 0  # exits.RESTART codes restart the whole set
     assert container["command"] == ["python", "-m", "trainer.main"]
     assert any(a.startswith("--workdir=") for a in container["args"])
     assert pod["terminationGracePeriodSeconds"] >= 60

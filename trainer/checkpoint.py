@@ -4,22 +4,86 @@ Saves are asynchronous. `should_save` is polled every step (it also carries the 
 says when to `save`: every checkpoint_every_steps, the first step of a fresh run, the step agreed after a
 SIGTERM. Retention keeps the newest `keep` steps plus every step divisible by
 `keep_period`. Restores use an abstract target carrying the *current* shardings, so a checkpoint restores
-onto any device count; a newest step that cannot be restored falls back to the one before it.
+onto any device count; a newest step that cannot be restored falls back to the one before it, and is set
+aside (moved to WORKDIR/checkpoints_set_aside/, outside retention) so that its step can be saved again.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
 import time
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
+from trainer.exits import BadInput, Resumable
+
 ITEMS = ("state", "data", "meta")
+SET_ASIDE = "checkpoints_set_aside"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BadInput):
     """No saved step of the workdir can be restored."""
+
+
+class CheckpointUnverified(Resumable):
+    """A step just written does not read back."""
+
+
+class _QuietOrbaxErrors(logging.Filter):
+    """Orbax logs every failure of its background threads with a traceback, once per thread, and then raises it
+    to the caller; the caller (trainer.main) says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+class _QuietUnretrievedFutures(logging.Filter):
+    """Orbax's writes run as asyncio tasks; when one fails (a full disk), asyncio also reports each of its
+    sibling tasks' failures when they are collected ("exception was never retrieved"): the same error again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietOrbaxErrors())
+logging.getLogger("asyncio").addFilter(_QuietUnretrievedFutures())
+
+
+def _quiet_closed_loop_callbacks(hook):
+    """TensorStore completes a failed write's sibling reads and writes after Orbax has closed its event loop;
+    each completion then raises RuntimeError("Event loop is closed") in a callback, which Python prints with a
+    traceback. Nothing is lost: the first failure reaches the caller."""
+
+    def quiet(exc_type, exc, tb):
+        if not (exc_type is RuntimeError and str(exc) == "Event loop is closed"):
+            hook(exc_type, exc, tb)
+
+    return quiet
+
+
+sys.excepthook = _quiet_closed_loop_callbacks(sys.excepthook)
+
+
+def newest_complete_step(workdir: str) -> int | None:
+    """The newest finalized step directory in WORKDIR/checkpoints, read from the directory alone (no Orbax:
+    also when Orbax cannot start)."""
+    try:
+        names = os.listdir(os.path.join(os.path.abspath(workdir), "checkpoints"))
+    except OSError:
+        return None
+    return max((int(n) for n in names if n.isdigit()), default=None)
+
+
+def describe_newest(workdir: str) -> str:
+    step = newest_complete_step(workdir)
+    where = os.path.join(os.path.abspath(workdir), "checkpoints")
+    return f"The newest complete checkpoint is step {step} in {where}" if step is not None else (
+        f"No complete checkpoint exists yet in {where}")
 
 
 class _Manager(ocp.CheckpointManager):
@@ -66,6 +130,25 @@ class Checkpoints:
     def reached_preemption(self, step: int) -> bool:
         return self.manager.reached_preemption(step)
 
+    def evaluation_polls(self, step: int):
+        """A poll for between the batches of an evaluation at `step`: True once a SIGTERM's sync point is reached.
+
+        JAX's sync point is the call counter of the newest poll when the notice arrives, plus one (XLA's
+        preemption_sync_manager.cc, ComputeSyncCallCounter), so each batch polls a counter one higher than the
+        last (step + 1, step + 2, ...): the batch after the notice reaches it, the same batch on every process.
+        `resume_polls` puts the training loop's counter back."""
+        counter = [step]
+
+        def poll() -> bool:
+            counter[0] += 1
+            return self.manager.reached_preemption(counter[0])
+
+        return poll
+
+    def resume_polls(self, step: int) -> None:
+        """After an evaluation: the next training poll (step + 1) reaches JAX again."""
+        self.manager._newest_poll = step
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
@@ -78,25 +161,88 @@ class Checkpoints:
             meta=ocp.args.JsonRestore()))
         return r["state"], r["data"], r["meta"]
 
-    def restore_newest_good(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+    def restore_newest_good(self, abstract_state: Any, is_primary: bool = True) -> tuple[int, Any, dict, dict] | None:
         """The newest step that restores, as (step, state, data state, meta); None when there is no step.
 
         A step that fails (a truncated or deleted file, a TensorStore or Orbax error) gets one warning that
-        names it and the cause, and the step before it is tried. CheckpointError when every step fails."""
+        names it and the cause, and the step before it is tried. Once one restores, the newer ones that failed
+        are set aside (`set_aside_step`), so that the run saves their step numbers again. CheckpointError, and
+        nothing moved, when every step fails."""
         failures = []
         for step in reversed(self.all_steps()):
             try:
-                return (step, *self.restore(step, abstract_state))
+                restored = (step, *self.restore(step, abstract_state))
             except Exception as e:  # Orbax and TensorStore raise many types; each becomes one line
                 cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
-                failures.append(f"step {step}: {cause}")
+                failures.append((step, f"step {step}: {cause}"))
                 print(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({cause}); trying "
                       "the step before it", flush=True)
+                continue
+            if failures:
+                from trainer import runtime  # every process has read (or failed on) a step before one moves it
+
+                runtime.all_processes_reach(f"restored_{step}", 300)
+            for bad, _ in failures:
+                if is_primary:
+                    print(f"warning: checkpoint step {bad} is set aside in {self.set_aside_step(bad)} (kept for "
+                          f"inspection); step {bad} will be saved again", flush=True)
+            self.manager.reload()
+            return restored
         if failures:
+            failures = [line for _, line in failures]
             raise CheckpointError(f"no checkpoint in {self.directory} can be restored: " + "; ".join(failures)
                                   + ". Nothing was changed: to train from scratch, pass --allow_fresh_start (the "
                                   "directory is kept under another name) or use another --workdir")
         return None
+
+    def set_aside_step(self, step: int) -> str:
+        """Moves one step's directory to WORKDIR/checkpoints_set_aside/step_N-TIME (kept, never counted by
+        retention); returns where."""
+        root = os.path.join(os.path.dirname(self.directory), SET_ASIDE)
+        os.makedirs(root, exist_ok=True)
+        aside = os.path.join(root, f"step_{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(os.path.join(self.directory, str(step)), aside)
+        return aside
+
+    def verify(self, step: int, abstract_state: Any, data_state: dict) -> None:
+        """Reads back what a restore of `step` reads first, without the array values: the state's tree metadata
+        (each array's shape and dtype against `abstract_state`), the OCDBT index (every array listed), the data
+        position and the metadata. CheckpointUnverified with the first problem found."""
+        import tensorstore as ts
+
+        path = os.path.join(self.directory, str(step))
+        try:
+            absl_log, level = logging.getLogger("absl"), logging.getLogger("absl").level
+            absl_log.setLevel(logging.ERROR)  # a warning that the item holds no step metadata: it never does
+            try:
+                with ocp.StandardCheckpointer() as reader:
+                    tree = reader.metadata(os.path.join(path, "state")).item_metadata
+            finally:
+                absl_log.setLevel(level)
+            saved = {m.name: m for m in jax.tree_util.tree_leaves(tree)}
+            expected = {jax.tree_util.keystr(k, simple=True, separator="."): v
+                        for k, v in jax.tree_util.tree_leaves_with_path(abstract_state)}
+            if sorted(saved) != sorted(expected):
+                raise ValueError(f"{len(saved)} arrays in the metadata, the state has {len(expected)}")
+            for key, want in expected.items():
+                if tuple(saved[key].shape) != tuple(want.shape) or saved[key].dtype != want.dtype:
+                    raise ValueError(f"array {key}: {saved[key].shape} {saved[key].dtype}, expected {want.shape} "
+                                     f"{want.dtype}")
+            store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path}/state/"}).result()
+            listed = {k.decode().rsplit("/", 1)[0] for k in store.list().result()}
+            if set(expected) - listed:
+                raise ValueError(f"arrays missing from the OCDBT index: {sorted(set(expected) - listed)[:3]}")
+            with open(os.path.join(path, "data", "metadata")) as f:
+                if json.load(f) != data_state:
+                    raise ValueError("the data position read back differs from the one saved")
+            with open(os.path.join(path, "meta", "metadata")) as f:
+                json.load(f)
+        except Exception as e:  # Orbax, TensorStore and the filesystem raise many types: one line
+            raise CheckpointUnverified(
+                f"the final checkpoint, step {step} in {self.directory}, does not read back "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}). Rerun "
+                "the same command: it sets the step aside, resumes from the newest step that restores and saves "
+                f"step {step} again") from e
 
     def set_aside(self) -> str:
         """Moves the checkpoint directory to checkpoints.unrestorable-TIME (kept, not deleted) and starts an
@@ -119,7 +265,7 @@ def restore_params(directory: str, abstract_params: Any) -> Any:
     """Params written by `python -m model.seed_import convert` (DIR/params), onto the current shardings."""
     path = os.path.join(os.path.abspath(directory), "params")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"init_from={directory!r}: no Orbax params at {path} "
-                                "(create it with `python -m model.seed_import convert ... --out DIR`)")
+        raise BadInput(f"init_from={directory!r}: no Orbax params at {path} "
+                       "(create it with `python -m model.seed_import convert ... --out DIR`)")
     with ocp.StandardCheckpointer() as ckptr:
         return ckptr.restore(path, abstract_params)

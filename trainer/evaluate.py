@@ -3,8 +3,10 @@ line during training, and `--mode eval` on a saved checkpoint."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,6 +17,7 @@ from jax.experimental import multihost_utils
 from data import pictures
 from data.pipeline import datasets
 from trainer import baselines, metrics, steps, writers
+from trainer.exits import BadInput
 from trainer.mesh import global_batch
 from trainer.run import Run, setup
 
@@ -30,14 +33,27 @@ def make_eval_step(run: Run):
                                run.batch_sharding)
 
 
+class EvaluationCut(Exception):
+    """A termination signal came during an evaluation: the rest of it was abandoned."""
+
+    def __init__(self, step: int, done: int, total: int):
+        super().__init__(f"evaluation at step {step} cut short by a termination signal after {done} of {total} "
+                         "batches")
+        self.step = step
+
+
 def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | None, writer=None,
-             num_pictures: int = 2) -> dict[str, float]:
-    """Means over the real videos of the split: ARI, FG-ARI, mIoU for the model and the static-box baseline."""
+             num_pictures: int = 2, stop: Callable[[], bool] | None = None) -> dict[str, float]:
+    """Means over the real videos of the split: ARI, FG-ARI, mIoU for the model and the static-box baseline.
+    `stop` is polled after every batch (the same batches on every process); EvaluationCut when it says so."""
     c = run.config
     model_acc, baseline_acc = metrics.MeanOverVideos(), metrics.MeanOverVideos()
     pictures_done = 0
-    for local in datasets.eval_batches(run.eval_source, run.spec, c.eval_batch_size, jax.process_index(),
-                                       jax.process_count()):
+    total = math.ceil(len(run.eval_source) / c.eval_batch_size)
+    if run.is_primary:
+        print(f"evaluating step {step}: {total} batches", flush=True)
+    for done, local in enumerate(datasets.eval_batches(run.eval_source, run.spec, c.eval_batch_size,
+                                                       jax.process_index(), jax.process_count()), 1):
         batch = global_batch(local, run.mesh)
         out = eval_step(params, {k: v for k, v in batch.items() if k != "mask"})
         host = {k: to_host(out[k]) for k in ("ari", "fg_ari", "miou", "has_objects")}
@@ -50,6 +66,8 @@ def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | Non
         if picture_dir and pictures_done < num_pictures:
             pictures_done += _pictures(batch, out, mask, picture_dir, step, num_pictures - pictures_done, writer,
                                        run.is_primary)
+        if stop is not None and done < total and stop():
+            raise EvaluationCut(step, done, total)
     result = model_acc.result()
     result.update({f"static_box_{k}": v for k, v in baseline_acc.result().items() if k != "num_videos"})
     return result
@@ -57,9 +75,14 @@ def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | Non
 
 def evaluate_and_log(run: Run, eval_step, params: Any, step: int,
                      progress: writers.Progress | None = None) -> dict[str, float]:
-    """An evaluation during training: scalars to the writer, one console line, the progress clock paused."""
+    """An evaluation during training: scalars to the writer, one console line, the progress clock paused.
+    EvaluationCut when a termination signal comes during it (polled between batches)."""
     start = time.perf_counter()
-    result = evaluate(run, eval_step, params, step, os.path.join(run.workdir, "pictures"), run.writer)
+    try:
+        result = evaluate(run, eval_step, params, step, os.path.join(run.workdir, "pictures"), run.writer,
+                          stop=run.checkpoints.evaluation_polls(step))
+    finally:
+        run.checkpoints.resume_polls(step)
     run.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
     if run.is_primary:
         print(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
@@ -75,10 +98,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
         available = run.checkpoints.all_steps()
         step = run.checkpoints.latest_step() if step is None else step
         if step is None or step not in available:
-            raise FileNotFoundError(f"no checkpoint {'' if step is None else step} in {run.checkpoints.directory} "
-                                    f"(available: {list(available)})")
+            raise BadInput(f"no checkpoint {'' if step is None else step} in {run.checkpoints.directory} "
+                           f"(available: {list(available)})")
         state, _, _ = run.checkpoints.restore(step, run.abstract_state)
-        result = evaluate(run, make_eval_step(run), state.params, step, os.path.join(run.workdir, "pictures_eval"))
+        result = evaluate(run, make_eval_step(run), state.params, step, os.path.join(run.workdir, "pictures_eval"),
+                          stop=run.checkpoints.evaluation_polls(0))
     finally:
         run.close()
     return {"step": step, **result}

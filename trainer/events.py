@@ -31,10 +31,14 @@ def process_start_time() -> float:
 
 
 class EventLog:
-    """Buffers events until `attach(workdir)` (the workdir is checked first), then appends them."""
+    """Buffers events until `attach(workdir)` (the workdir is checked first), then appends them. A write that
+    fails (a full disk) costs that line and one warning, never the run."""
 
     def __init__(self):
         self.attempt = uuid.uuid4().hex[:12]
+        self.resumed_from: int | None = None  # the step this attempt restored (0: fresh), once it has
+        self.path: str | None = None
+        self._warned = False
         self._last = process_start_time()
         self._pending = [self._line("start", self._last, pid=os.getpid(),
                                     slurm_restart_count=os.environ.get("SLURM_RESTART_COUNT"))]
@@ -46,21 +50,42 @@ class EventLog:
     def attach(self, workdir: str, write: bool) -> None:
         """From now on (process 0: `write`), events go to WORKDIR/events.jsonl. Once is enough."""
         if write and self._f is None:
-            self._f = open(os.path.join(workdir, FILENAME), "a")  # noqa: SIM115 - closed in close()
+            self.path = os.path.join(workdir, FILENAME)
+            try:
+                self._f = open(self.path, "a")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                self._warn(e)
+                return
             for line in self._pending:
                 self._write(line)
         self._pending = [] if write else self._pending
+
+    @property
+    def training_started(self) -> bool:
+        """Whether the state was restored or initialised: errors after this point are the run's, not setup's."""
+        return self.resumed_from is not None
+
+    def _warn(self, e: OSError) -> None:
+        if not self._warned:
+            print(f"warning: cannot write the event log {self.path} ({e.strerror or e}); lines are lost until it "
+                  "can", flush=True)
+            self._warned = True
 
     def _write(self, line: dict) -> None:
         if self._f is None:
             self._pending.append(line)
             return
-        self._f.write(json.dumps(line) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(line) + "\n")
+            self._f.flush()
+        except OSError as e:
+            self._warn(e)
 
     def phase(self, event: str, **fields) -> float:
         """Ends the phase `event` now; returns its length in seconds."""
         assert event in PHASES, event
+        if event in ("restore", "initialise"):
+            self.resumed_from = int(fields["step"])
         now = time.time()
         seconds, self._last = now - self._last, now
         self._write(self._line(event, now, seconds=round(seconds, 4), **fields))
@@ -75,5 +100,8 @@ class EventLog:
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as e:
+                self._warn(e)
             self._f = None

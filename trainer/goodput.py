@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from trainer import exits
 from trainer.events import FILENAME
 
 # The report's parts, in print order: (key, label).
@@ -33,6 +34,7 @@ class Attempt:
     events: list[dict]
     resumed_from: int  # the step it restored (0: a fresh start; -1: it never got that far)
     exit_code: int | None  # None: killed (no exit event)
+    id: str = ""
 
     @property
     def end(self) -> float:
@@ -64,7 +66,7 @@ def split_attempts(rows: list[dict]) -> list[Attempt]:
     attempts: dict[str, Attempt] = {}
     for row in rows:
         if row["event"] == "start":
-            attempts[row["attempt"]] = Attempt(row["t"], [], -1, None)
+            attempts[row["attempt"]] = Attempt(row["t"], [], -1, None, row["attempt"])
             continue
         a = attempts.get(row["attempt"])
         if a is None:
@@ -75,6 +77,17 @@ def split_attempts(rows: list[dict]) -> list[Attempt]:
         elif row["event"] == "exit":
             a.exit_code = int(row["code"])
     return sorted(attempts.values(), key=lambda a: a.start)
+
+
+def stalled_attempts(rows: list[dict], current: str, resumed_from: int | None) -> int:
+    """Attempts in a row before `current` (newest first) that ended with a filesystem error without getting past
+    `resumed_from`: they resumed from that step too, or failed before restoring anything."""
+    count = 0
+    for a in reversed([a for a in split_attempts(rows) if a.id != current]):
+        if a.exit_code != exits.FILESYSTEM or a.resumed_from not in (-1, -1 if resumed_from is None else resumed_from):
+            break
+        count += 1
+    return count
 
 
 def train_seconds(attempt: Attempt, upto: int | None) -> tuple[float, float]:
@@ -118,6 +131,7 @@ def account(attempts: list[Attempt]) -> dict:
     wall = attempts[-1].end - attempts[0].start if attempts else 0.0
     return {"wall": wall, "parts": parts, "accounted": sum(parts.values()),
             "goodput": parts["productive"] / wall if wall > 0 else 0.0,
+            "gave_up": sum(a.exit_code == exits.GAVE_UP for a in attempts),
             "attempts": [{"resumed_from": a.resumed_from, "exit_code": a.exit_code,
                           "to_first_step": a.first_step_after(), "seconds": a.end - a.start} for a in attempts]}
 
@@ -136,10 +150,13 @@ def format_report(r: dict) -> str:
     for key, label in PARTS:
         lines.append(f"  {label:<52} {r['parts'][key]:10.1f} s  {100 * r['parts'][key] / wall:5.1f}%")
     lines.append(f"  {'sum of the parts':<52} {r['accounted']:10.1f} s  {100 * r['accounted'] / wall:5.1f}%")
+    if r.get("gave_up"):
+        lines.append(f"the run gave up {r['gave_up']} time(s): attempts kept failing on the filesystem without "
+                     "progress")
     lines.append("attempts (resumed from step; exit code, - for killed; seconds to the first step; length):")
     for i, a in enumerate(r["attempts"]):
         first = "-" if a["to_first_step"] is None else f"{a['to_first_step']:.1f} s"
-        code = "-" if a["exit_code"] is None else a["exit_code"]
+        code = "-" if a["exit_code"] is None else f"{a['exit_code']} ({exits.name(a['exit_code'])})"
         lines.append(f"  {i + 1:3d}. from step {a['resumed_from']:>6}; exit {code}; first step after {first}; "
                      f"{a['seconds']:.1f} s")
     return "\n".join(lines)

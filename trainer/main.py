@@ -6,15 +6,9 @@ Trains with periodic evaluation and resumes from WORKDIR/checkpoints; `--mode ev
 checkpoint (or --step N) on the full validation split. Every attempt appends to WORKDIR/events.jsonl
 (`python -m trainer.goodput WORKDIR` reports on it).
 
-Exit codes (README, "Preemption and resumption"):
-  0   done;
-  1   bad input: one message that names the thing and the fix (a broken config rule, no checkpoint that
-      restores, ...). Do not restart;
-  3   a non-finite step with nonfinite_updates=stop (not applied; nothing after it saved). Do not restart:
-      the same state reproduces it;
-  75  SIGTERM or SIGUSR1: the step all processes agreed on is saved. Restart the same command to resume;
-  76  a hang: no step completed within config.step_timeout_seconds, a peer process died, or a barrier timed
-      out. Nothing was saved at that moment: restart the same command to resume from the last checkpoint.
+Exit codes: trainer/exits.py (`python -m trainer.exits table`; README, "Exit codes"): 0 done, 1 bad input,
+3 diverged, 70 internal error, 74 filesystem error (resumable), 75 preempted (resumable), 76 hung (resumable),
+77 workdir taken over by another run, 78 gave up after repeated filesystem errors without progress.
 
 Multi-process: JAX detects SLURM, Open MPI and Kubernetes itself; the three layout flags (or
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) override it. `python -m launch.local` rehearses
@@ -26,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 
 import jax
 from absl import app, flags, logging
@@ -33,13 +28,9 @@ from ml_collections import config_flags
 
 from cli.config_flags import check_config_overrides
 from configs.validate import ConfigError, validate
-from data.records.codec import DataError
-from trainer import evaluate, runtime, summary, train
-from trainer.checkpoint import CheckpointError
+from trainer import checkpoint, evaluate, exits, goodput, runtime, summary, train
 from trainer.events import EventLog
 from trainer.run import Preempted, TrainingDiverged
-
-EXIT_DONE, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_RESUMABLE = 0, 1, 3, 75  # 75: sysexits' EX_TEMPFAIL
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, metrics, TensorBoard, pictures.")
@@ -65,22 +56,55 @@ def run(config, events: EventLog) -> int:
             if jax.process_index() == 0:
                 print(summary.report(result, _WORKDIR.value), flush=True)
     except Preempted as e:
-        print(f"{e} (exit {EXIT_RESUMABLE})", flush=True)
-        return EXIT_RESUMABLE
+        print(f"{e} (exit {exits.PREEMPTED})", flush=True)
+        return exits.PREEMPTED
+    except evaluate.EvaluationCut as e:  # --mode eval: nothing to save
+        print(f"{e}; nothing was saved: rerun the same command to evaluate again (exit {exits.PREEMPTED})", flush=True)
+        return exits.PREEMPTED
     except jax.errors.JaxRuntimeError as e:
         if jax.process_count() == 1 or "RESOURCE_EXHAUSTED" in str(e):
-            raise
+            return failure(e, config, events)
         # A collective that fails (Gloo: "connection reset by peer"; NCCL: a remote error) means a peer died.
         runtime.exit_hung(f"a collective failed, most likely because another process died ({str(e)[:300]})")
     except runtime.BarrierTimeout as e:
         runtime.exit_hung(str(e))
     except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except (DataError, ValueError, FileNotFoundError, OSError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return EXIT_DONE
+        print(f"error: {e} (exit {exits.DIVERGED})", file=sys.stderr)
+        return exits.DIVERGED
+    except Exception as e:  # mapped by what it means (trainer/exits.py), each with one message
+        return failure(e, config, events)
+    return exits.DONE
+
+
+def failure(e: Exception, config, events: EventLog) -> int:
+    """The exit code and the one message of an error that ended the run; a filesystem error that keeps coming
+    back without progress turns into GAVE_UP after config.max_attempts_without_progress attempts."""
+    workdir = os.path.abspath(_WORKDIR.value)
+    outcome = exits.classify(e, events.training_started, checkpoint.describe_newest(workdir))
+    if outcome.code == exits.FILESYSTEM and _MODE.value == "train":
+        outcome = give_up_if_stalled(outcome, config, events, workdir)
+    if outcome.traceback:
+        traceback.print_exception(e)
+    print(f"error: {outcome.message} (exit {outcome.code}: {exits.name(outcome.code)})", file=sys.stderr, flush=True)
+    return outcome.code
+
+
+def give_up_if_stalled(outcome: exits.Outcome, config, events: EventLog, workdir: str) -> exits.Outcome:
+    newest, resumed = checkpoint.newest_complete_step(workdir), events.resumed_from
+    if newest is not None and resumed is not None and newest > resumed:
+        return outcome  # this attempt saved past the step it resumed from: progress
+    try:
+        earlier = goodput.stalled_attempts(goodput.read_events(workdir), events.attempt, resumed)
+    except (OSError, ValueError):
+        earlier = 0  # no readable event log: nothing to count
+    limit = config.max_attempts_without_progress
+    if earlier + 1 < limit:
+        return outcome
+    since = resumed if resumed is not None else newest
+    return exits.Outcome(exits.GAVE_UP, f"giving up: {earlier + 1} attempts in a row have ended with a filesystem "
+                         f"error without saving past step {since} (--config.max_attempts_without_progress={limit}), "
+                         f"so another restart would most likely fail the same way. Fix the filesystem, then rerun the "
+                         f"same command. The last error: {outcome.message}")
 
 
 def main(argv) -> int:
@@ -91,22 +115,25 @@ def main(argv) -> int:
     try:
         validate(config, num_devices=None)  # the rules that need no devices: before any process waits on another
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"error: {e} (exit {exits.BAD_INPUT})", file=sys.stderr)
+        return exits.BAD_INPUT
     # Before any JAX computation: it also arms the SIGTERM notifier.
     runtime.initialize_distributed(runtime.Layout(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
                                    config.heartbeat_timeout_seconds)
     runtime.forward_sigusr1_to_sigterm()
     peers = runtime.start_peer_monitor(config.heartbeat_timeout_seconds)  # multi-process: a dead peer -> exit 76
-    if os.path.isdir(_WORKDIR.value or ""):  # a restart: log it from here (a new workdir is checked first)
-        events.attach(os.path.abspath(_WORKDIR.value), _MODE.value == "train" and jax.process_index() == 0)
-    code = run(config, events)
-    if peers:
-        peers.stop()
-    runtime.shutdown_distributed()
-    events.phase("shutdown")  # pending async saves were awaited when the run closed
-    events.note("exit", code=code)
-    events.close()
+    code = exits.INTERNAL_ERROR
+    try:
+        if os.path.isdir(_WORKDIR.value or ""):  # a restart: log it from here (a new workdir is checked first)
+            events.attach(os.path.abspath(_WORKDIR.value), _MODE.value == "train" and jax.process_index() == 0)
+        code = run(config, events)
+    finally:  # on every path: the peer monitor, the coordination service, the event log
+        if peers:
+            peers.stop()
+        runtime.shutdown_distributed()
+        events.phase("shutdown")  # pending async saves were awaited when the run closed
+        events.note("exit", code=code)
+        events.close()
     return code
 
 

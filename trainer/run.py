@@ -27,6 +27,8 @@ from model.video import STATMSAVi
 from trainer import checkpoint, runtime, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
+from trainer.exits import BadInput
+from trainer.lease import Lease, LeaseHeld
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,8 +61,26 @@ def check_workdir(workdir: str) -> str:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise OSError(f"workdir {workdir} is not writable ({e.strerror}); pass a writable --workdir") from None
+        raise BadInput(f"workdir {workdir} is not writable ({e.strerror}); pass a writable --workdir") from None
     return workdir
+
+
+def hold_workdir(config: ml_collections.ConfigDict, workdir: str, is_primary: bool) -> Lease | None:
+    """Process 0 takes the workdir's lease (trainer/lease.py), waiting up to lease_wait_seconds; every process
+    learns the outcome from it, so that a refused multi-process run ends with exit 1 everywhere."""
+    lease = None
+    if is_primary:
+        try:
+            lease = Lease(workdir, config.lease_timeout_seconds).acquire(config.lease_wait_seconds)
+            outcome = ""
+        except LeaseHeld as e:
+            outcome = str(e)
+        runtime.share_from_primary("workdir_lease", outcome)
+    else:
+        outcome = runtime.share_from_primary("workdir_lease", None, config.lease_wait_seconds + 120)
+    if outcome:
+        raise LeaseHeld(outcome)
+    return lease
 
 
 @dataclasses.dataclass
@@ -79,6 +99,7 @@ class Run:
     abstract_state: state_lib.TrainState  # shapes, dtypes and current shardings: the restore target
     checkpoints: checkpoint.Checkpoints
     writer: writers.MultiWriter  # clu MetricWriter interface
+    lease: Lease | None = None  # process 0 of a training run: the workdir's lease, checked before every save
 
     @property
     def replicated(self) -> NamedSharding:
@@ -97,9 +118,17 @@ class Run:
         return self.spec.train_schema
 
     def close(self) -> None:
-        """Finishes pending async saves and flushes the logs (also after an error)."""
-        self.checkpoints.close()
-        self.writer.flush()
+        """Finishes pending async saves, flushes the logs and releases the lease, each one even when another
+        fails (after an error too); then raises the first failure."""
+        failures = []
+        for part in (self.checkpoints.close, self.writer.close, self.lease.release if self.lease else None):
+            try:
+                if part is not None:
+                    part()
+            except Exception as e:  # a full disk, a lost mount: the first one is what the run reports
+                failures.append(e)
+        if failures:
+            raise failures[0]
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> Run:
@@ -110,6 +139,16 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
     if cache:
         runtime.enable_compilation_cache(cache, config.compilation_cache_min_seconds)
     is_primary = jax.process_index() == 0
+    lease = hold_workdir(config, workdir, is_primary) if mode == "train" else None
+    try:
+        return _build(config, workdir, mode, is_primary, lease)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+
+
+def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primary: bool, lease: Lease | None) -> Run:
     mesh = mesh_lib.make_mesh()
     spec = datasets.spec_from_config(config)
     d = config.data
@@ -127,4 +166,4 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
                schedule=schedule, init_params=init_params, abstract_state=abstract,
                checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
                                                   config.checkpoint_keep_period, config.barrier_timeout_seconds),
-               writer=writers.create_writer(workdir, is_primary and mode == "train"))
+               writer=writers.create_writer(workdir, is_primary and mode == "train"), lease=lease)

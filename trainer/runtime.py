@@ -10,6 +10,7 @@ so there is none; SIGUSR1, which some sites send instead, is turned into a SIGTE
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,8 @@ import sys
 from collections.abc import Callable
 
 import jax
+
+from trainer import exits
 
 # A multi-process layout, where a cluster does not give it: JAX detects SLURM, Open MPI and Kubernetes itself.
 LAYOUT_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
@@ -44,7 +47,7 @@ class Layout:
 
 # A peer died, a barrier timed out or no step completed in time (trainer/watchdog.py): restartable like 75, but
 # nothing was saved at that moment, so the restart resumes from the last periodic checkpoint.
-EXIT_HUNG = 76
+EXIT_HUNG = exits.HUNG
 
 
 def exit_hung(reason: str, process_index: int | None = None, exit: Callable[[int], None] = os._exit) -> None:
@@ -137,3 +140,21 @@ def all_processes_reach(name: str, timeout_seconds: int) -> None:
         except Exception as e:  # the coordination service raises its own status errors
             raise BarrierTimeout(f"not every process reached {name!r} within {timeout_seconds} s ({type(e).__name__}:"
                                  f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+
+
+def share_from_primary(name: str, value: str | None, timeout_seconds: float = 300) -> str:
+    """Process 0 publishes `value` on the coordination service's key-value store; every other process waits up
+    to `timeout_seconds` for it and returns it (BarrierTimeout when it does not come). One process: `value`."""
+    if jax.process_count() == 1:
+        return value
+    from jax._src import distributed
+
+    client, key = distributed.global_state.client, f"statm_savi/{name}"
+    if jax.process_index() == 0:
+        client.key_value_set(key, json.dumps(value))
+        return value
+    try:
+        return json.loads(client.blocking_key_value_get(key, int(timeout_seconds * 1000)))
+    except Exception as e:  # the coordination service raises its own status errors
+        raise BarrierTimeout(f"process 0 did not publish {name!r} within {timeout_seconds:g} s ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None

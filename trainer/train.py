@@ -18,14 +18,27 @@ from trainer import checkpoint, evaluate, mfu, runtime, steps, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer.events import EventLog
+from trainer.exits import BadInput
 from trainer.run import Preempted, Run, TrainingDiverged, setup
 from trainer.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
 
+class StreamChanged(BadInput):
+    """The checkpoint's data position belongs to another training stream."""
+
+
 def due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
+
+
+def stream_changed_message(directory: str, step: int, changes: dict) -> str:
+    listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    return (f"{directory} step {step} was written with another training stream ({listed}). These settings decide "
+            "which example comes at which step and how it is preprocessed, so its data position does not apply. "
+            "Rerun with the old values to resume; or pass --config.data.reset_position=True to keep the weights "
+            "and optimizer state and start the new stream from its beginning; or use a new --workdir")
 
 
 def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, fingerprint: dict[str, Any],
@@ -37,7 +50,7 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
     which restores end the run (CheckpointError), unless `allow_fresh_start` sets them aside."""
     c, ckpts = run.config, run.checkpoints
     try:
-        restored = ckpts.restore_newest_good(run.abstract_state)
+        restored = ckpts.restore_newest_good(run.abstract_state, run.is_primary)
     except checkpoint.CheckpointError as e:
         if not allow_fresh_start:
             raise
@@ -46,9 +59,15 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
         restored = None
     if restored is not None:
         step, state, data_state, meta = restored
-        if meta.get("data_fingerprint", {}).get("sha256") != fingerprint["sha256"]:
-            raise ValueError(f"{ckpts.directory} step {step} was written with other data, seed or preprocessing "
-                             f"({meta.get('data_fingerprint')} vs {fingerprint}); use a new --workdir")
+        changes = datasets.stream_changes(meta.get("data_fingerprint", {}), fingerprint)
+        if changes and not c.data.reset_position:
+            raise StreamChanged(stream_changed_message(ckpts.directory, step, changes))
+        if changes:
+            data_state = train_it.get_state()  # the new stream's beginning
+            if run.is_primary:
+                print(f"warning: data.reset_position: the training stream changed ({', '.join(changes)}); keeping "
+                      f"the weights and optimizer state of step {step}, the data stream starts from its beginning",
+                      flush=True)
         train_it.set_state(data_state)
         run.writer.resume_at(step)
         if run.is_primary:
@@ -87,6 +106,38 @@ def check_finite(run: Run, step: int, finite: jax.Array, skipped: int) -> int:
             else "No checkpoint had been written")
     raise TrainingDiverged(f"non-finite loss or gradient at step {step} (not applied); the run stopped "
                            f"before saving anything after it. {kept}. Reproduce with JAX_DEBUG_NANS=1.")
+
+
+def save(run: Run, step: int, state, train_it, meta: dict, skipped: int, force: bool = False) -> bool:
+    """Fencing first (process 0: the workdir lease must still be this run's), then an async save."""
+    if run.lease is not None:
+        run.lease.check()
+    return run.checkpoints.save(step, state, train_it.get_state(), {
+        **meta, "examples_seen": step * run.config.batch_size, "skipped_updates": skipped}, force=force)
+
+
+def stop_for_preemption(run: Run, events: EventLog, step: int) -> None:
+    """The agreed step is saved (or being saved): let it land on every process, then leave with Preempted."""
+    run.checkpoints.wait_until_finished()
+    events.phase("save", step=step, preemption=True)
+    runtime.all_processes_reach("preemption_save_done", run.config.barrier_timeout_seconds)
+    raise Preempted(step)
+
+
+def evaluate_or_stop(run: Run, events: EventLog, eval_step, state, step: int, progress, watchdog: Watchdog,
+                     train_it, meta: dict, skipped: int) -> dict[str, Any]:
+    """An evaluation during training; a termination signal during it abandons the rest, saves `step` (unless
+    saved already) and leaves with Preempted: SLURM's grace period can be shorter than a whole evaluation."""
+    with watchdog.paused():
+        try:
+            result = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
+        except evaluate.EvaluationCut as cut:
+            if run.is_primary:
+                print(f"warning: {cut}; its metrics are not logged", flush=True)
+            save(run, step, state, train_it, meta, skipped, force=True)
+            stop_for_preemption(run, events, step)
+    events.phase("eval", step=step)
+    return result
 
 
 def log_train_metrics(run: Run, step: int, metrics: dict, progress: writers.Progress,
@@ -148,8 +199,7 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
         progress = writers.Progress(c.num_train_steps, step, c.batch_size)
         initial = None
         if step == 0 and c.eval_at_start:
-            initial = evaluate.evaluate_and_log(run, eval_step, state.params, 0, progress)
-            events.phase("eval", step=0)
+            initial = evaluate_or_stop(run, events, eval_step, state, 0, progress, watchdog, train_it, meta, skipped)
         final = None
         while step < c.num_train_steps:
             wait = time.perf_counter()
@@ -180,29 +230,24 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
                 events.phase("train", step=step)
             if save_due:
                 start = time.perf_counter()  # async: this is the blocking part (a device-to-host copy)
-                run.checkpoints.save(step, state, train_it.get_state(), {
-                    **meta, "examples_seen": step * c.batch_size, "skipped_updates": skipped})
+                save(run, step, state, train_it, meta, skipped)
                 if run.checkpoints.reached_preemption(step):
-                    run.checkpoints.wait_until_finished()
-                    events.phase("save", step=step, preemption=True)
-                    runtime.all_processes_reach("preemption_save_done", c.barrier_timeout_seconds)
-                    raise Preempted(step)
+                    stop_for_preemption(run, events, step)
                 progress.pause(time.perf_counter() - start)
                 events.phase("save", step=step)
             if eval_due:
-                with watchdog.paused():
-                    final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
-                events.phase("eval", step=step)
+                final = evaluate_or_stop(run, events, eval_step, state, step, progress, watchdog, train_it, meta,
+                                         skipped)
             watchdog.beat(step)
 
         # -------------------------------------------------------------------- End
-        run.checkpoints.save(step, state, train_it.get_state(), {**meta, "examples_seen": step * c.batch_size,
-                                                                 "skipped_updates": skipped}, force=True)
+        # The run reports success only if its final checkpoint reads back (metadata, array index, data position).
+        save(run, step, state, train_it, meta, skipped, force=True)
+        run.checkpoints.wait_until_finished()
+        run.checkpoints.verify(step, run.abstract_state, train_it.get_state())
         events.phase("save", step=step)
         if final is None:
-            with watchdog.paused():
-                final = evaluate.evaluate_and_log(run, eval_step, state.params, step, progress)
-            events.phase("eval", step=step)
+            final = evaluate_or_stop(run, events, eval_step, state, step, progress, watchdog, train_it, meta, skipped)
         return {"initial": initial, "final": final, "step": step}
     finally:  # also on errors: finish pending async saves, stop data threads, flush logs
         watchdog.stop()

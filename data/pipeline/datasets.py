@@ -101,12 +101,31 @@ def open_split(data_dir: str, split: str, max_instances: int) -> shards.VideoRec
     return source
 
 
+# The PreprocessSpec fields that decide which training example comes at which global index and how it is
+# preprocessed, under their config keys. eval_frames and fused (equal batches by another implementation) do not.
+STREAM_FIELDS = {"resolution": "data.resolution", "max_instances": "max_instances",
+                 "depth_transform": "data.depth_transform", "train_crop": "data.train_crop",
+                 "train_frames": "data.train_frames", "min_object_covered": "min_object_covered (train crop)",
+                 "targets": "model.decoder.targets"}
+
+
 def data_fingerprint(source: shards.VideoRecordSource, spec: PreprocessSpec, seed: int) -> dict[str, Any]:
-    """What an iterator state is only valid with: the ordered file list, counts, seed and the chain."""
+    """What an iterator state is only valid with, key by key: the ordered shard list and counts, the seed and
+    the train chain's settings (STREAM_FIELDS). "sha256" covers them all."""
     files = [p.rsplit("/", 2)[-2:] for p in source.paths]
-    blob = json.dumps({"files": files, "n": len(source), "seed": seed, "spec": dataclasses.asdict(spec)},
-                      sort_keys=True)
-    return {"num_records": len(source), "seed": seed, "sha256": hashlib.sha256(blob.encode()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+    keys = {"data.data_dir (train shards)": f"{len(files)} shards, {len(source)} videos, sha256 {digest}",
+            "seed": seed}
+    fields = dataclasses.asdict(spec)
+    keys.update({name: list(fields[f]) if isinstance(fields[f], tuple) else fields[f]
+                 for f, name in STREAM_FIELDS.items()})
+    return {"keys": keys, "sha256": hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()}
+
+
+def stream_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (saved value, current value)} for every key whose value differs (None: absent)."""
+    old, new = saved.get("keys", {}), current.get("keys", {})
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
 
 
 class EpochShuffledSource:

@@ -1,0 +1,83 @@
+"""`python tests/faults.py [FAULTS] -- TRAINER ARGS`: `python -m trainer.main` with a fault or a pause put in
+from outside, for the tests of tests/test_workdir_faults.py. The trainer's own code is unchanged; only the
+functions named below are wrapped.
+
+--pause_at_step K --until FILE   after logging step K, write FILE.paused and wait until FILE exists (a live
+                                 holder of the workdir that the test controls: it is killed, or its lease is
+                                 taken, while it waits)
+--eio_on_save_after_step K       every rename that would finalize a checkpoint step > K (Orbax's commit, in its
+                                 background thread) fails with EIO, as an NFS server in trouble returns it
+--slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
+"""
+
+import argparse
+import errno
+import os
+import runpy
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pause_at(step: int, until: str) -> None:
+    from trainer import train
+
+    original = train.log_train_metrics
+
+    def log_then_pause(run, logged_step, *args, **kwargs):
+        original(run, logged_step, *args, **kwargs)
+        if logged_step == step:
+            open(until + ".paused", "w").close()
+            while not os.path.exists(until):
+                time.sleep(0.05)
+
+    train.log_train_metrics = log_then_pause
+
+
+def eio_on_save_after(step: int) -> None:
+    def failing(original):
+        def rename(src, dst, *args, **kwargs):
+            name = os.path.basename(os.fspath(dst))
+            if name.isdigit() and int(name) > step and "checkpoints" in os.fspath(dst):
+                raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(dst))
+            return original(src, dst, *args, **kwargs)
+        return rename
+
+    os.rename, os.replace = failing(os.rename), failing(os.replace)
+
+
+def slow_eval(seconds: float) -> None:
+    from trainer import evaluate
+
+    original = evaluate.datasets.eval_batches
+
+    def slow(*args, **kwargs):
+        for batch in original(*args, **kwargs):
+            time.sleep(seconds)
+            yield batch
+
+    evaluate.datasets.eval_batches = slow
+
+
+def main() -> None:
+    split = sys.argv.index("--")
+    p = argparse.ArgumentParser()
+    p.add_argument("--pause_at_step", type=int)
+    p.add_argument("--until")
+    p.add_argument("--eio_on_save_after_step", type=int)
+    p.add_argument("--slow_eval_seconds", type=float)
+    a = p.parse_args(sys.argv[1:split])
+    sys.path.insert(0, REPO)
+    if a.pause_at_step is not None:
+        pause_at(a.pause_at_step, a.until)
+    if a.eio_on_save_after_step is not None:
+        eio_on_save_after(a.eio_on_save_after_step)
+    if a.slow_eval_seconds:
+        slow_eval(a.slow_eval_seconds)
+    sys.argv = ["trainer.main", *sys.argv[split + 1:]]
+    runpy.run_module("trainer.main", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

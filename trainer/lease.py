@@ -1,0 +1,215 @@
+"""One run per workdir: process 0 of a training run holds WORKDIR/lease.json while it runs.
+
+The file names its holder (host, pid, job, start time), a random token and the holder's timeout. The holder
+renews it every timeout / 6 by setting its mtime, and checks before every save that the file still carries its
+token (`check`, fencing): a holder whose lease was taken over stops before writing another checkpoint.
+A second run waits up to lease_wait_seconds for the lease to be released, or to turn stale, then refuses.
+A lease is stale when it has not changed for its holder's timeout, or at once when its holder ran on this host
+(same hostname, boot and pid namespace) and that process no longer exists (a `kill -9`).
+
+What it relies on, so that it works on NFS and Lustre without flock:
+- link(2) of a unique file to the lease name is an atomic create-if-absent, also on NFS; when the reply is
+  lost, the unique file's link count (2) says whether it worked (open(2), "O_EXCL" notes on NFS).
+- rename(2) replaces the name atomically (a takeover), and a reader sees the old file or the new one.
+- Close-to-open consistency (nfs(5), "Data and metadata coherence"): opening a file revalidates its
+  attributes, so a waiter that opens the lease and fstat()s the descriptor sees the latest renewal.
+- No clocks are compared across hosts: staleness is the absence of change (inode, mtime, size) for the
+  holder's timeout, timed by the waiter's own monotonic clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from trainer.exits import BadInput, WorkdirTakenOver
+
+FILENAME = "lease.json"
+
+
+class LeaseHeld(BadInput):
+    """The workdir is held by another live run."""
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` in clock ticks (field 22 of /proc/PID/stat): tells a reused pid apart."""
+    text = _read_text(f"/proc/{pid}/stat")
+    return text.rsplit(")", 1)[1].split()[19] if text else None
+
+
+def _host_identity() -> dict:
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = None
+    return {"host": socket.gethostname(), "boot_id": _read_text("/proc/sys/kernel/random/boot_id"),
+            "pid_namespace": namespace}
+
+
+def job_description() -> str | None:
+    """The scheduler's name for this job, when there is one."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID"):
+        return f"SLURM job {env['SLURM_JOB_ID']} (restart {env.get('SLURM_RESTART_COUNT', '0')})"
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return f"Kubernetes pod {socket.gethostname()}"
+    return None
+
+
+def describe(holder: dict) -> str:
+    job = f", {holder['job']}" if holder.get("job") else ""
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    return f"host {holder.get('host')}, pid {holder.get('pid')}{job}, started {started}"
+
+
+class Lease:
+    def __init__(self, workdir: str, timeout_seconds: float, log: Callable[[str], None] = print,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path = os.path.join(workdir, FILENAME)
+        self.timeout = float(timeout_seconds)
+        self._log, self._clock = log, clock
+        self.token = uuid.uuid4().hex
+        self.lost: str | None = None  # why the lease is no longer ours, once the renewal thread finds out
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- taking it
+    def _content(self) -> str:
+        return json.dumps({**_host_identity(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                           "job": job_description(), "started": time.time(), "token": self.token,
+                           "timeout_seconds": self.timeout})
+
+    def _unique_file(self) -> str:
+        tmp = f"{self.path}.{self.token}.tmp"
+        with open(tmp, "w") as f:
+            f.write(self._content())
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def _create(self) -> bool:
+        tmp = self._unique_file()
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            return os.stat(tmp).st_nlink == 2  # NFS: the link may exist although its reply was lost
+        finally:
+            os.remove(tmp)
+
+    def _observe(self) -> tuple[dict | None, tuple | None]:
+        """(holder, signature) of the lease now: (None, None) when there is none, (None, signature) while it is
+        being written."""
+        try:
+            with open(self.path) as f:
+                st = os.fstat(f.fileno())
+                text = f.read()
+        except FileNotFoundError:
+            return None, None
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            return json.loads(text), signature
+        except json.JSONDecodeError:
+            return None, signature
+
+    def _dead_here(self, holder: dict) -> bool:
+        """Its process ran on this host (same boot, same pid namespace) and no longer exists."""
+        here = _host_identity()
+        if any(holder.get(k) != here[k] for k in here) or not isinstance(holder.get("pid"), int):
+            return False
+        return _process_start(holder["pid"]) != holder.get("pid_start")
+
+    def _take_over(self, holder: dict, signature: tuple, reason: str) -> bool:
+        tmp = self._unique_file()
+        try:
+            if self._observe()[1] != signature:  # renewed or replaced meanwhile: not stale after all
+                return False
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        self._log(f"warning: taking over the lease of workdir {os.path.dirname(self.path)} from "
+                  f"{describe(holder)}: {reason}")
+        return True
+
+    def acquire(self, wait_seconds: float, poll_seconds: float = 1.0) -> Lease:
+        """Takes the lease (waiting up to `wait_seconds` for it) and starts renewing it; LeaseHeld otherwise."""
+        start = self._clock()
+        seen, since = None, start
+        while True:
+            if self._create():
+                break
+            holder, signature = self._observe()
+            now = self._clock()
+            if signature != seen:
+                seen, since = signature, now
+            if holder is not None:
+                silent, timeout = now - since, float(holder.get("timeout_seconds", self.timeout))
+                if self._dead_here(holder):
+                    if self._take_over(holder, signature, f"its process {holder.get('pid')} no longer exists"):
+                        break
+                elif silent >= timeout:
+                    if self._take_over(holder, signature, f"not renewed for {silent:.0f} s (its timeout: "
+                                       f"{timeout:g} s)"):
+                        break
+                elif now - start >= wait_seconds:
+                    raise LeaseHeld(self._held_message(holder, signature, now - start, timeout))
+            time.sleep(min(poll_seconds, max(self.timeout / 6, 0.05)))
+        self._thread = threading.Thread(target=self._renew_loop, name="workdir-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _held_message(self, holder: dict, signature: tuple, waited: float, timeout: float) -> str:
+        renewed = time.strftime("%H:%M:%S", time.localtime(signature[1] / 1e9))
+        return (f"workdir {os.path.dirname(self.path)} is in use by another run ({describe(holder)}); its lease was "
+                f"last renewed at {renewed}, and did not go away in the {waited:.0f} s waited "
+                "(--config.lease_wait_seconds). Stop that run, or use another --workdir. A holder that is gone is "
+                f"taken over once its lease has not been renewed for {timeout:g} s, or at once on the same host")
+
+    # ---------------------------------------------------------------- holding it
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(max(self.timeout / 6, 0.05)):
+            try:
+                holder, _ = self._observe()
+                if holder is None or holder.get("token") != self.token:
+                    self.lost = (f"it is held by {describe(holder)}" if holder else "its lease file was removed")
+                    return
+                os.utime(self.path)
+            except OSError:
+                continue  # a transient error: the next beat tries again; a long outage makes the lease stale
+
+    def check(self) -> None:
+        """Before every save: WorkdirTakenOver when the lease is no longer this run's."""
+        if self.lost is None:
+            holder, _ = self._observe()
+            if holder is None or holder.get("token") != self.token:
+                self.lost = f"it is held by {describe(holder)}" if holder else "its lease file was removed"
+        if self.lost is not None:
+            raise WorkdirTakenOver(f"this run lost the lease of workdir {os.path.dirname(self.path)} ({self.lost}): "
+                                   "another run took it over, so this one stops here and writes no further "
+                                   "checkpoint. The other run now owns the workdir; if none should, restart this "
+                                   "command once it has ended")
+
+    def release(self) -> None:
+        """Stops renewing; removes the file if it is still this run's."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        holder, _ = self._observe()
+        if holder is not None and holder.get("token") == self.token:
+            os.remove(self.path)
