@@ -116,3 +116,23 @@ def test_stalled_attempts_count_filesystem_failures_from_the_same_step():
     assert goodput.stalled_attempts(rows, "now", 4) == 3  # e, d (before restoring), c; b was a preemption
     assert goodput.stalled_attempts(rows, "now", 6) == 0  # e resumed from another step: the chain ends
     assert goodput.stalled_attempts(rows, "now", None) == 0
+
+
+def test_a_storage_failure_while_reading_a_record_is_an_os_error_not_bad_data(tiny_synthetic):
+    source = datasets.open_split(tiny_synthetic, "train", 10)
+
+    class Failing:
+        def __init__(self, message):
+            self.message = message
+
+        def read(self, indices):
+            raise RuntimeError(self.message)
+
+    source._readers[0] = Failing(f"INTERNAL: pread failed: {os.strerror(errno.EIO)} [reading a chunk]")
+    with pytest.raises(OSError) as e:
+        source.read_bytes(0)
+    assert e.value.errno == errno.EIO and exits.classify(e.value, True, NEWEST).code == exits.FILESYSTEM
+    source._readers[0] = Failing("DATA_LOSS: corrupt chunk header")
+    with pytest.raises(DataError) as e:
+        source.read_bytes(0)
+    assert exits.classify(e.value, True, NEWEST).code == exits.BAD_INPUT

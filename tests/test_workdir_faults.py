@@ -90,7 +90,9 @@ def test_a_corrupt_newest_step_is_set_aside_and_saved_again(tiny_synthetic, tmp_
     again = train(tiny_synthetic, w, f"--config.num_train_steps={STEPS}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"checkpoint step {STEPS} in {w / 'checkpoints'} cannot be restored" in again.stdout
-    assert "resumed from step 4" in again.stdout
+    assert "resumed from step 4" in again.stdout and "TensorStore details" not in again.stdout
+    # Orbax's abandoned reads of the bad step are not reported one by one (thousands of lines of tracebacks)
+    assert "Traceback" not in again.stderr and "Exception ignored" not in again.stderr, again.stderr[-3000:]
     (aside,) = glob.glob(str(w / "checkpoints_set_aside" / f"step_{STEPS}-*"))
     assert f"checkpoint step {STEPS} is set aside in {aside}" in again.stdout and os.listdir(aside)
     assert Checkpoints(str(w), 2).all_steps()[-1] == STEPS  # saved again, and it restores, bitwise as never stopped

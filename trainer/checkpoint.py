@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from trainer.exits import BadInput, Resumable
+from trainer.exits import BadInput, Resumable, one_line
 
 ITEMS = ("state", "data", "meta")
 SET_ASIDE = "checkpoints_set_aside"
@@ -54,19 +54,24 @@ logging.getLogger("absl").addFilter(_QuietOrbaxErrors())
 logging.getLogger("asyncio").addFilter(_QuietUnretrievedFutures())
 
 
-def _quiet_closed_loop_callbacks(hook):
-    """TensorStore completes a failed write's sibling reads and writes after Orbax has closed its event loop;
-    each completion then raises RuntimeError("Event loop is closed") in a callback, which Python prints with a
-    traceback. Nothing is lost: the first failure reaches the caller."""
+def _quiet_orbax_teardown(hook):
+    """When one read or write of a step fails (a full disk, a truncated file), Orbax abandons its sibling
+    coroutines and closes its event loop; TensorStore then completes them into the closed loop. Python reports
+    each as an unraisable exception with a traceback (RuntimeError "Event loop is closed", or the sibling's
+    own error in an abandoned Orbax coroutine), hundreds of them. Nothing is lost: the first failure reaches
+    the caller, which reports it once."""
 
-    def quiet(exc_type, exc, tb):
-        if not (exc_type is RuntimeError and str(exc) == "Event loop is closed"):
-            hook(exc_type, exc, tb)
+    def quiet(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        abandoned = code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+        closed = unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"
+        if not (abandoned or closed):
+            hook(unraisable)
 
     return quiet
 
 
-sys.excepthook = _quiet_closed_loop_callbacks(sys.excepthook)
+sys.unraisablehook = _quiet_orbax_teardown(sys.unraisablehook)
 
 
 def newest_complete_step(workdir: str) -> int | None:
@@ -173,7 +178,7 @@ class Checkpoints:
             try:
                 restored = (step, *self.restore(step, abstract_state))
             except Exception as e:  # Orbax and TensorStore raise many types; each becomes one line
-                cause = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+                cause = one_line(e, 300)
                 failures.append((step, f"step {step}: {cause}"))
                 print(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({cause}); trying "
                       "the step before it", flush=True)
@@ -239,10 +244,9 @@ class Checkpoints:
                 json.load(f)
         except Exception as e:  # Orbax, TensorStore and the filesystem raise many types: one line
             raise CheckpointUnverified(
-                f"the final checkpoint, step {step} in {self.directory}, does not read back "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}). Rerun "
-                "the same command: it sets the step aside, resumes from the newest step that restores and saves "
-                f"step {step} again") from e
+                f"the final checkpoint, step {step} in {self.directory}, does not read back ({one_line(e, 300)}). "
+                "Rerun the same command: it sets the step aside, resumes from the newest step that restores and "
+                f"saves step {step} again") from e
 
     def set_aside(self) -> str:
         """Moves the checkpoint directory to checkpoints.unrestorable-TIME (kept, not deleted) and starts an

@@ -121,9 +121,10 @@ def filesystem_errno(exc: BaseException) -> tuple[int, str | None] | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:400]}" if text else type(exc).__name__
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """`Type: first line of the message`, without the TensorStore spec that Orbax appends to read errors."""
+    text = str(exc).strip().split(" See full TensorStore details")[0]
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__
 
 
 def classify(exc: BaseException, training_started: bool, newest_checkpoint: str) -> Outcome:
@@ -145,14 +146,14 @@ def classify(exc: BaseException, training_started: bool, newest_checkpoint: str)
         code, path = found
         where = f" on {path}" if path else ""
         if code in DISK_FULL_ERRNOS:
-            return Outcome(FILESYSTEM, f"the disk is full or over its quota{where} ({_first_line(exc)}). "
+            return Outcome(FILESYSTEM, f"the disk is full or over its quota{where} ({one_line(exc)}). "
                            f"{newest_checkpoint}. Free space (or raise the quota), then rerun the same command: it "
                            "resumes from that step")
         if code in TRANSIENT_ERRNOS or training_started:
             return Outcome(FILESYSTEM, f"filesystem error {errno.errorcode.get(code, code)}{where} "
-                           f"({_first_line(exc)}). {newest_checkpoint}. Rerun the same command to resume from it")
-        return Outcome(BAD_INPUT, f"{_first_line(exc)}: check the path and its permissions")
-    return Outcome(INTERNAL_ERROR, f"internal error, most likely a bug ({_first_line(exc)}); the traceback is "
+                           f"({one_line(exc)}). {newest_checkpoint}. Rerun the same command to resume from it")
+        return Outcome(BAD_INPUT, f"{one_line(exc)}: check the path and its permissions")
+    return Outcome(INTERNAL_ERROR, f"internal error, most likely a bug ({one_line(exc)}); the traceback is "
                    "above", traceback=True)
 
 

@@ -13,6 +13,7 @@ partial and an interrupted writer is simply rerun. `dataset_info.json` is assemb
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import threading
@@ -130,6 +131,15 @@ def split_files(data_dir: str, info: dict[str, Any], split: str) -> list[str]:
     return files
 
 
+# ArrayRecord reports an I/O failure as a status message, with the C library's text for the error number.
+_TRANSIENT_IO = (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.ENOLCK)
+
+
+def transient_io_errno(message: str) -> int | None:
+    """The error number of a storage failure named in a reader's message (EIO, ESTALE, ...), else None."""
+    return next((code for code in _TRANSIENT_IO if os.strerror(code) in message), None)
+
+
 class VideoRecordSource:
     """Grain random-access source over ArrayRecord shards, returning `codec.LazyRecord`s.
 
@@ -183,7 +193,12 @@ class VideoRecordSource:
         reader = self._reader(f)
         try:
             return reader.read([local])[0]
+        except OSError:
+            raise
         except Exception as e:
+            io = transient_io_errno(str(e))
+            if io is not None:  # the storage failed, not the record: an OSError, which a restart may get past
+                raise OSError(io, f"reading record {local} of {self._paths[f]}: {e}", self._paths[f]) from None
             raise codec.DataError(self._paths[f], local, f"unreadable record ({e})") from None
 
     def __getitem__(self, index: int) -> codec.LazyRecord:
