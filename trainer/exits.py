@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import re
 import sys
+import traceback
 
 DONE, BAD_INPUT, DIVERGED, INTERNAL_ERROR = 0, 1, 3, 70
 FILESYSTEM, PREEMPTED, HUNG, FENCED, GAVE_UP = 74, 75, 76, 77, 78
@@ -108,16 +110,19 @@ def _chain(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
-def filesystem_errno(exc: BaseException) -> tuple[int, str | None] | None:
-    """(errno, path) of the first filesystem error in the exception's chain, found as an OSError or in the text
-    of Orbax's and TensorStore's wrappings; None when it holds none."""
+def filesystem_errno(exc: BaseException) -> tuple[int, str | None, str] | None:
+    """(errno, path, operation) of the first filesystem error in the exception's chain, found as an OSError or
+    in the text of Orbax's and TensorStore's wrappings; None when it holds none. The operation is the function
+    the error was raised in, with its file and line."""
     for e in _chain(exc):
+        frames = traceback.extract_tb(e.__traceback__)
+        operation = f"{frames[-1].name} ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
         if isinstance(e, OSError) and e.errno is not None:
-            return e.errno, e.filename
+            return e.errno, e.filename, operation
         m = _ERRNO_IN_TEXT.search(str(e))
         if m:
             p = _PATH_IN_TEXT.search(str(e))
-            return int(m.group(1) or m.group(2)), (p.group(1) or p.group(2)) if p else None
+            return int(m.group(1) or m.group(2)), (p.group(1) or p.group(2)) if p else None, operation
     return None
 
 
@@ -143,8 +148,8 @@ def classify(exc: BaseException, training_started: bool, newest_checkpoint: str)
         return Outcome(BAD_INPUT, str(exc))
     found = filesystem_errno(exc)
     if found is not None:
-        code, path = found
-        where = f" on {path}" if path else ""
+        code, path, operation = found
+        where = (f" on {path}" if path else "") + (f" in {operation}" if operation else "")
         if code in DISK_FULL_ERRNOS:
             return Outcome(FILESYSTEM, f"the disk is full or over its quota{where} ({one_line(exc)}). "
                            f"{newest_checkpoint}. Free space (or raise the quota), then rerun the same command: it "
