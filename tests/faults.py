@@ -8,6 +8,7 @@ functions named below are wrapped.
 --eio_on_save_after_step K       every rename that would finalize a checkpoint step > K (Orbax's commit, in its
                                  background thread) fails with EIO, as an NFS server in trouble returns it
 --slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
+--bug_at_step K                  logging step K raises a ValueError, as a bug in our code would
 """
 
 import argparse
@@ -33,6 +34,19 @@ def pause_at(step: int, until: str) -> None:
                 time.sleep(0.05)
 
     train.log_train_metrics = log_then_pause
+
+
+def bug_at(step: int) -> None:
+    from trainer import train
+
+    original = train.log_train_metrics
+
+    def log_then_fail(run, logged_step, *args, **kwargs):
+        original(run, logged_step, *args, **kwargs)
+        if logged_step == step:
+            raise ValueError(f"planted bug at step {step}")
+
+    train.log_train_metrics = log_then_fail
 
 
 def eio_on_save_after(step: int) -> None:
@@ -67,12 +81,15 @@ def main() -> None:
     p.add_argument("--until")
     p.add_argument("--eio_on_save_after_step", type=int)
     p.add_argument("--slow_eval_seconds", type=float)
+    p.add_argument("--bug_at_step", type=int)
     a = p.parse_args(sys.argv[1:split])
     sys.path.insert(0, REPO)
     if a.pause_at_step is not None:
         pause_at(a.pause_at_step, a.until)
     if a.eio_on_save_after_step is not None:
         eio_on_save_after(a.eio_on_save_after_step)
+    if a.bug_at_step is not None:
+        bug_at(a.bug_at_step)
     if a.slow_eval_seconds:
         slow_eval(a.slow_eval_seconds)
     sys.argv = ["trainer.main", *sys.argv[split + 1:]]

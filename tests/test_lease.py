@@ -36,6 +36,26 @@ def test_one_holder_at_a_time_and_release_frees_it(tmp_path):
     assert lines == [] and not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
+def test_of_runs_that_start_together_exactly_one_gets_the_lease(tmp_path):
+    won, refused, start = [], [], threading.Barrier(4)
+
+    def contend():
+        start.wait()
+        try:
+            won.append(Lease(str(tmp_path), 5.0).acquire(wait_seconds=0))
+        except LeaseHeld:
+            refused.append(1)
+
+    threads = [threading.Thread(target=contend) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 3
+    assert json.load(open(tmp_path / FILENAME))["token"] == won[0].token
+    won[0].release()
+
+
 def test_a_waiter_gets_the_lease_when_the_holder_releases_it(tmp_path):
     first = Lease(str(tmp_path), 5.0).acquire(0)
     threading.Timer(0.5, first.release).start()

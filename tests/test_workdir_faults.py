@@ -219,6 +219,19 @@ def test_a_transient_filesystem_error_is_resumable_until_it_repeats_without_prog
     assert_equal_params(solo, w)
 
 
+@pytest.mark.slow
+def test_a_bug_keeps_its_traceback_and_everything_that_runs_at_exit_still_runs(tiny_synthetic, tmp_path):
+    w = tmp_path / "w"
+    code, out, err = run_faulty(tiny_synthetic, w, faults=["--bug_at_step", "3"])
+    assert code == exits.INTERNAL_ERROR, err[-3000:]
+    assert "Traceback" in err and "ValueError: planted bug at step 3" in err, err[-3000:]
+    assert err.rstrip().splitlines()[-1].startswith("error: internal error, most likely a bug (ValueError: planted")
+    events = [json.loads(line) for line in open(w / "events.jsonl")]
+    assert [e["event"] for e in events[-2:]] == ["shutdown", "exit"] and events[-1]["code"] == exits.INTERNAL_ERROR
+    assert not os.path.exists(w / LEASE)  # released
+    assert Checkpoints(str(w), 2).all_steps() == [1, 2]  # the save in flight was awaited
+
+
 # ----------------------------------------------------------------------------------- config edits between restarts
 @pytest.mark.slow
 def test_config_edits_resume_unless_they_change_the_training_stream(tiny_synthetic, tmp_path):
