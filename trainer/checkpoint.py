@@ -245,8 +245,8 @@ class Checkpoints:
         except Exception as e:  # Orbax, TensorStore and the filesystem raise many types: one line
             raise CheckpointUnverified(
                 f"the final checkpoint, step {step} in {self.directory}, does not read back ({one_line(e, 300)}). "
-                "Rerun the same command: it sets the step aside, resumes from the newest step that restores and "
-                f"saves step {step} again") from e
+                "Rerun the same command: it resumes from the newest step that restores (one that does not is set "
+                f"aside) and saves step {step} again if needed") from e
 
     def set_aside(self) -> str:
         """Moves the checkpoint directory to checkpoints.unrestorable-TIME (kept, not deleted) and starts an
