@@ -75,6 +75,13 @@ def test_a_remote_lease_that_is_not_renewed_is_taken_over_after_its_timeout(tmp_
     mine.release()
 
 
+def test_an_unreadable_lease_file_is_judged_by_its_changes(tmp_path):
+    (tmp_path / FILENAME).write_text("{not json")
+    lines = []
+    Lease(str(tmp_path), 0.5, log=lines.append).acquire(wait_seconds=10, poll_seconds=0.05).release()
+    assert len(lines) == 1 and "not readable JSON" in lines[0] and "not renewed for" in lines[0]
+
+
 def test_a_remote_lease_refuses_a_short_wait(tmp_path):
     plant(str(tmp_path), timeout_seconds=60.0)
     with pytest.raises(LeaseHeld, match="host node-b, pid 4242"):

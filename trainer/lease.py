@@ -158,6 +158,8 @@ class Lease:
             now = self._clock()
             if signature != seen:
                 seen, since = signature, now
+            if holder is None and signature is not None:  # not JSON: judged by its changes and our timeout
+                holder = {"host": "unknown (the lease file is not readable JSON)", "timeout_seconds": self.timeout}
             if holder is not None:
                 silent, timeout = now - since, float(holder.get("timeout_seconds", self.timeout))
                 if self._dead_here(holder):
