@@ -36,7 +36,6 @@ TENSORSTORE_ENOSPC = ValueError(  # as Orbax raised it from a full tmpfs
     (TENSORSTORE_ENOSPC, True, exits.FILESYSTEM),
     (CheckpointUnverified("the final checkpoint does not read back"), True, exits.FILESYSTEM),
     (exits.WorkdirTakenOver("lost the lease"), True, exits.FENCED),
-    (exits.GaveUp("giving up"), True, exits.GAVE_UP),
     (ValueError("operands could not be broadcast together"), True, exits.INTERNAL_ERROR),
     (KeyError("params"), False, exits.INTERNAL_ERROR),
 ])

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from trainer import runtime
 from trainer.exits import BadInput, Resumable, one_line
 
 ITEMS = ("state", "data", "meta")
@@ -36,7 +37,9 @@ class CheckpointUnverified(Resumable):
 
 class _QuietOrbaxErrors(logging.Filter):
     """Orbax logs every failure of its background threads with a traceback, once per thread, and then raises it
-    to the caller; the caller (trainer.main) says it once."""
+    to the caller (its futures keep the thread's exception and raise it on join: orbax/checkpoint/_src/futures/
+    future.py; CheckpointManager.save and wait_until_finished join them); the caller (trainer.main) says it
+    once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
@@ -107,11 +110,16 @@ class _Manager(ocp.CheckpointManager):
         self._newest_poll = step
         return super().reached_preemption(step)
 
+    def rewind_polls(self, step: int) -> None:
+        """Polls from `step` on reach JAX again (after an evaluation polled counters past it)."""
+        self._newest_poll = step
+
 
 class Checkpoints:
     def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0,
                  barrier_timeout_seconds: int = 300):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")  # Orbax needs absolute paths
+        self._barrier_timeout = int(barrier_timeout_seconds)
         # Multi-process: every process writes its shards, process 0 commits; the barriers between them wait on
         # the coordination service at most barrier_timeout_seconds (a dead peer then fails the save).
         self._options = ocp.CheckpointManagerOptions(
@@ -152,7 +160,7 @@ class Checkpoints:
 
     def resume_polls(self, step: int) -> None:
         """After an evaluation: the next training poll (step + 1) reaches JAX again."""
-        self.manager._newest_poll = step
+        self.manager.rewind_polls(step)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -179,23 +187,21 @@ class Checkpoints:
                 restored = (step, *self.restore(step, abstract_state))
             except Exception as e:  # Orbax and TensorStore raise many types; each becomes one line
                 cause = one_line(e, 300)
-                failures.append((step, f"step {step}: {cause}"))
+                failures.append((step, cause))
                 print(f"warning: checkpoint step {step} in {self.directory} cannot be restored ({cause}); trying "
                       "the step before it", flush=True)
                 continue
-            if failures:
-                from trainer import runtime  # every process has read (or failed on) a step before one moves it
-
-                runtime.all_processes_reach(f"restored_{step}", 300)
+            if failures:  # every process has read (or failed on) the bad steps before process 0 moves them
+                runtime.all_processes_reach(f"restored_{step}", self._barrier_timeout)
             for bad, _ in failures:
                 if is_primary:
                     print(f"warning: checkpoint step {bad} is set aside in {self.set_aside_step(bad)} (kept for "
                           f"inspection); step {bad} will be saved again", flush=True)
-            self.manager.reload()
+            self.manager.reload()  # Orbax caches the step list; reload() reads the directory again
             return restored
         if failures:
-            failures = [line for _, line in failures]
-            raise CheckpointError(f"no checkpoint in {self.directory} can be restored: " + "; ".join(failures)
+            raise CheckpointError(f"no checkpoint in {self.directory} can be restored: "
+                                  + "; ".join(f"step {bad}: {cause}" for bad, cause in failures)
                                   + ". Nothing was changed: to train from scratch, pass --allow_fresh_start (the "
                                   "directory is kept under another name) or use another --workdir")
         return None

@@ -80,10 +80,6 @@ class Resumable(RuntimeError):
     back."""
 
 
-class GaveUp(RuntimeError):
-    """Attempts keep ending with a filesystem error without getting past the step they resumed from."""
-
-
 # errno values that a shared filesystem returns for a while and then not: resumable even during setup.
 TRANSIENT_ERRNOS = frozenset(getattr(errno, n) for n in (
     "EIO", "ESTALE", "ETIMEDOUT", "EAGAIN", "EBUSY", "EINTR", "ENOLCK", "ECONNRESET", "ECONNREFUSED",
@@ -137,10 +133,9 @@ def classify(exc: BaseException, training_started: bool, newest_checkpoint: str)
     the messages of filesystem errors)."""
     if isinstance(exc, WorkdirTakenOver):
         return Outcome(FENCED, str(exc))
-    if isinstance(exc, GaveUp):
-        return Outcome(GAVE_UP, str(exc))
     if isinstance(exc, Resumable):
         return Outcome(FILESYSTEM, str(exc))
+    # Imported here: `python -m trainer.exits restart CODE`, which the sbatch script runs, needs neither.
     from configs.validate import ConfigError
     from data.records.codec import DataError
 

@@ -82,9 +82,9 @@ def split_attempts(rows: list[dict]) -> list[Attempt]:
 def stalled_attempts(rows: list[dict], current: str, resumed_from: int | None) -> int:
     """Attempts in a row before `current` (newest first) that ended with a filesystem error without getting past
     `resumed_from`: they resumed from that step too, or failed before restoring anything."""
-    count = 0
+    count, same = 0, {-1, resumed_from}  # -1: it failed before restoring anything
     for a in reversed([a for a in split_attempts(rows) if a.id != current]):
-        if a.exit_code != exits.FILESYSTEM or a.resumed_from not in (-1, -1 if resumed_from is None else resumed_from):
+        if a.exit_code != exits.FILESYSTEM or a.resumed_from not in same:
             break
         count += 1
     return count

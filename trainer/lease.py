@@ -184,12 +184,18 @@ class Lease:
                 f"taken over once its lease has not been renewed for {timeout:g} s, or at once on the same host")
 
     # ---------------------------------------------------------------- holding it
+    def _lost_reason(self) -> str | None:
+        """Why the lease file is no longer this run's, read from it now; None while it is."""
+        holder, _ = self._observe()
+        if holder is None:
+            return "its lease file was removed"
+        return None if holder.get("token") == self.token else f"it is held by {describe(holder)}"
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(max(self.timeout / 6, 0.05)):
             try:
-                holder, _ = self._observe()
-                if holder is None or holder.get("token") != self.token:
-                    self.lost = (f"it is held by {describe(holder)}" if holder else "its lease file was removed")
+                self.lost = self._lost_reason()
+                if self.lost is not None:
                     return
                 os.utime(self.path)
             except OSError:
@@ -198,9 +204,7 @@ class Lease:
     def check(self) -> None:
         """Before every save: WorkdirTakenOver when the lease is no longer this run's."""
         if self.lost is None:
-            holder, _ = self._observe()
-            if holder is None or holder.get("token") != self.token:
-                self.lost = f"it is held by {describe(holder)}" if holder else "its lease file was removed"
+            self.lost = self._lost_reason()
         if self.lost is not None:
             raise WorkdirTakenOver(f"this run lost the lease of workdir {os.path.dirname(self.path)} ({self.lost}): "
                                    "another run took it over, so this one stops here and writes no further "

@@ -69,8 +69,7 @@ def run(config, events: EventLog) -> int:
     except runtime.BarrierTimeout as e:
         runtime.exit_hung(str(e))
     except TrainingDiverged as e:
-        print(f"error: {e} (exit {exits.DIVERGED})", file=sys.stderr)
-        return exits.DIVERGED
+        return say_error(exits.DIVERGED, str(e))
     except Exception as e:  # mapped by what it means (trainer/exits.py), each with one message
         return failure(e, config, events)
     return exits.DONE
@@ -85,8 +84,13 @@ def failure(e: Exception, config, events: EventLog) -> int:
         outcome = give_up_if_stalled(outcome, config, events, workdir)
     if outcome.traceback:
         traceback.print_exception(e)
-    print(f"error: {outcome.message} (exit {outcome.code}: {exits.name(outcome.code)})", file=sys.stderr, flush=True)
-    return outcome.code
+    return say_error(outcome.code, outcome.message)
+
+
+def say_error(code: int, message: str) -> int:
+    """The one `error:` line of a run that failed, ending with its exit code and the code's name."""
+    print(f"error: {message} (exit {code}: {exits.name(code)})", file=sys.stderr, flush=True)
+    return code
 
 
 def give_up_if_stalled(outcome: exits.Outcome, config, events: EventLog, workdir: str) -> exits.Outcome:
@@ -115,8 +119,7 @@ def main(argv) -> int:
     try:
         validate(config, num_devices=None)  # the rules that need no devices: before any process waits on another
     except ConfigError as e:
-        print(f"error: {e} (exit {exits.BAD_INPUT})", file=sys.stderr)
-        return exits.BAD_INPUT
+        return say_error(exits.BAD_INPUT, str(e))
     # Before any JAX computation: it also arms the SIGTERM notifier.
     runtime.initialize_distributed(runtime.Layout(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
                                    config.heartbeat_timeout_seconds)

@@ -138,8 +138,8 @@ def all_processes_reach(name: str, timeout_seconds: int) -> None:
         try:
             multihost.sync_global_processes(name, timeout=int(timeout_seconds))
         except Exception as e:  # the coordination service raises its own status errors
-            raise BarrierTimeout(f"not every process reached {name!r} within {timeout_seconds} s ({type(e).__name__}:"
-                                 f" {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+            raise BarrierTimeout(f"not every process reached {name!r} within {timeout_seconds} s "
+                                 f"({exits.one_line(e, 200)})") from None
 
 
 def share_from_primary(name: str, value: str | None, timeout_seconds: float = 300) -> str:
@@ -156,5 +156,5 @@ def share_from_primary(name: str, value: str | None, timeout_seconds: float = 30
     try:
         return json.loads(client.blocking_key_value_get(key, int(timeout_seconds * 1000)))
     except Exception as e:  # the coordination service raises its own status errors
-        raise BarrierTimeout(f"process 0 did not publish {name!r} within {timeout_seconds:g} s ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        raise BarrierTimeout(f"process 0 did not publish {name!r} within {timeout_seconds:g} s "
+                             f"({exits.one_line(e, 200)})") from None

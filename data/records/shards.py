@@ -131,7 +131,9 @@ def split_files(data_dir: str, info: dict[str, Any], split: str) -> list[str]:
     return files
 
 
-# ArrayRecord reports an I/O failure as a status message, with the C library's text for the error number.
+# ArrayRecord reads through riegeli, whose file readers fail with absl::ErrnoToStatus(errno, "<op> failed")
+# (riegeli/bytes/fd_reader.cc, cfile_reader.cc); absl's message for that ends in strerror(errno), which is what
+# reaches Python in the status text.
 _TRANSIENT_IO = (errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN, errno.ENOLCK)
 
 
