@@ -7,6 +7,8 @@ functions named below are wrapped.
                                  taken, while it waits)
 --eio_on_save_after_step K       every rename that would finalize a checkpoint step > K (Orbax's commit, in its
                                  background thread) fails with EIO, as an NFS server in trouble returns it
+                                 (rename(2) lists EIO: "a low-level I/O error occurred"; Orbax finalizes a step
+                                 by renaming its tmp directory)
 --slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
 --bug_at_step K                  logging step K raises a ValueError, as a bug in our code would
 """
