@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -31,10 +32,14 @@ from trainer.runtime import free_port
 KILL_AFTER_TERM_SECONDS = 20
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL when the launcher dies, however it dies."""
+def _die_with_parent(launcher: int) -> None:
+    """Runs in the child between fork and exec: SIGKILL when the launcher dies, however it dies. The death
+    signal covers only a parent that dies after prctl (prctl(2), PR_SET_PDEATHSIG); a launcher killed between
+    the fork and this call has left the child to a new parent already, so the child ends itself."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != launcher:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def child_env(devices: int, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -81,7 +86,8 @@ class Group:
         signal.signal(signal.SIGTERM, self.on_signal)
         for cmd in cmds:
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                               preexec_fn=_die_with_parent, start_new_session=True))
+                                               preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                                               start_new_session=True))
         if self.signalled:  # came while the children were being started: the later ones missed it
             self.terminate()
         out = sys.stdout.buffer

@@ -1,6 +1,7 @@
 """launch/: the local launcher's status, the step watchdog, the SLURM batch script under a fake SLURM (stub srun
 and scontrol), shellcheck on every shell script, the Kubernetes manifest, and the layout flags."""
 
+import functools
 import glob
 import json
 import os
@@ -74,6 +75,15 @@ def test_launcher_children_die_with_it_even_on_kill9(tiny_synthetic, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert wait_for(lambda: all(gone(c) for c in children), 10), [c for c in children if not gone(c)]
+
+
+def test_a_child_whose_launcher_died_before_it_armed_the_death_signal_ends_itself():
+    """The race behind a once-seen survivor: the launcher killed between a child's fork and its prctl. Here the
+    child is told another pid is its launcher, as it would find after that launcher's death."""
+    from launch.local import _die_with_parent
+
+    child = subprocess.Popen(["sleep", "30"], preexec_fn=functools.partial(_die_with_parent, os.getpid() + 1))
+    assert child.wait(timeout=10) == -signal.SIGKILL
 
 
 def test_launcher_passes_ctrl_c_on_and_ends_with_its_children(tiny_synthetic, tmp_path):
