@@ -77,6 +77,8 @@ def test_launcher_children_die_with_it_even_on_kill9(tiny_synthetic, tmp_path):
     assert wait_for(lambda: all(gone(c) for c in children), 10), [c for c in children if not gone(c)]
 
 
+# JAX, imported by this pytest process, warns at every fork; the child only execs `sleep` (or dies) right away.
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
 def test_a_child_whose_launcher_died_before_it_armed_the_death_signal_ends_itself():
     """The race behind a once-seen survivor: the launcher killed between a child's fork and its prctl. Here the
     child is told another pid is its launcher, as it would find after that launcher's death."""
