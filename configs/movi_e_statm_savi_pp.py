@@ -13,8 +13,8 @@ from configs.common import add_training, data_config, model_config, run_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-    # eval_batch_size 16: the original's 2 videos per GPU on one 8-GPU node, 1 per GPU on two nodes; it must be a
-    # multiple of the device count (raise it to 32 / 64 on 4 / 8 nodes).
+    # eval_batch_size 16: the original's 2 videos per GPU on one 8-GPU node; on more devices it is rounded up to
+    # one video per device (configs/validate.py: eval_batch_size).
     config = run_config(max_instances=23, batch_size=64, eval_batch_size=16, eval_slice_size=24)
     config.data = data_config("", resolution=128, depth_transform="log_plus", train_crop="random_resized_crop")
     config.model = model_config("pp", "statm")

@@ -8,6 +8,7 @@ them trust the values they are given.
 from __future__ import annotations
 
 import math
+import os
 
 import ml_collections
 
@@ -37,6 +38,28 @@ NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "checkpoint_kee
                 "model.recurrence.memory_size", "lease_wait_seconds")
 # Conditioning on first-frame objects makes one slot per object plus the background slot.
 CONDITIONED = ("boxes", "center_of_mass")
+
+
+# Keys that hold a path: `~` and $VARS in them are expanded (bash leaves `--config.data.data_dir=~/x` alone: tilde
+# expansion applies only at the start of a word or after the `=` of a variable assignment, bash(1), Tilde
+# Expansion).
+PATH_KEYS = ("data.data_dir", "init_from", "compilation_cache_dir")
+
+
+def expand_path(path: str) -> str:
+    return os.path.expanduser(os.path.expandvars(path)) if path else path
+
+
+def expand_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Expands `~` and environment variables in every PATH_KEYS value, in place; returns `config`."""
+    for key in PATH_KEYS:
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        if last in node:
+            node[last] = expand_path(node[last])
+    return config
 
 
 class ConfigError(ValueError):
@@ -121,18 +144,23 @@ def _targets(config) -> list[str]:
 
 
 def _batches(config, num_devices: int, num_processes: int) -> list[str]:
-    out = []
-    accum = config.grad_accum_steps
-    for name, size, steps in (("batch_size", config.batch_size, accum), ("eval_batch_size", config.eval_batch_size,
-                                                                         1)):
-        if size <= 0 or steps <= 0:
-            continue  # reported by _signs
-        unit = num_devices * steps
-        if size % unit or size % num_processes:
-            out.append(f"{name}={size} cannot be split over {num_devices} device(s) in {num_processes} process(es)"
-                       + (f" with grad_accum_steps={steps}" if steps > 1 else "")
-                       + f": it must be a multiple of {unit}; valid values include {[unit * i for i in range(1, 5)]}")
-    return out
+    size, steps = config.batch_size, config.grad_accum_steps
+    if size <= 0 or steps <= 0:
+        return []  # reported by _signs
+    unit = num_devices * steps
+    if size % unit or size % num_processes:
+        return [f"batch_size={size} cannot be split over {num_devices} device(s) in {num_processes} process(es)"
+                + (f" with grad_accum_steps={steps}" if steps > 1 else "")
+                + f": it must be a multiple of {unit}; valid values include {[unit * i for i in range(1, 5)]}"]
+    return []
+
+
+def eval_batch_size(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> int:
+    """The evaluation batch actually used: eval_batch_size rounded up to a multiple of the device (and process)
+    count, so that one config evaluates on 1 to 8 nodes. Rounding up never gives a device more videos than it
+    had on fewer devices; the last batch is padded and its padding masked out of every metric."""
+    unit = math.lcm(num_devices, num_processes)
+    return -(-config.eval_batch_size // unit) * unit
 
 
 def problems(config: ml_collections.ConfigDict, num_devices: int | None = 1, num_processes: int = 1) -> list[str]:

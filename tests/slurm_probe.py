@@ -1,16 +1,27 @@
-"""Stands in for `python` under the fake SLURM of test_launch.py: joins jax.distributed the way the trainer does
-and writes what this process was given to $PROBE_DIR/<SLURM_PROCID>.json, then exits with $PROBE_EXIT.
+"""Stands in for `python` under the fake SLURM (tests/fake_slurm.py): joins jax.distributed the way the trainer
+does and writes what this process was given to $PROBE_DIR/<SLURM_PROCID>.json, then records and exits with its
+code: $PROBE_EXIT, or the SLURM_PROCID-th entry of the comma-separated $PROBE_EXITS.
 
 A file per process, not stdout: the tasks share one pipe, and two `print`s can interleave within a line (seen in
 CI when stdout is unbuffered: print writes the text and its newline as two writes)."""
 
 import json
 import os
+import signal  # noqa: F401
 import sys
 
-if os.environ.get("PROBE_SKIP_JAX"):
-    sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
 sys.path.insert(0, os.environ["REPO"])
+from trainer import exits  # noqa: E402
+
+rank = int(os.environ["SLURM_PROCID"])
+code = int(os.environ["PROBE_EXITS"].split(",")[rank]) if os.environ.get("PROBE_EXITS") else int(
+    os.environ.get("PROBE_EXIT", "0"))
+exits.record_to(next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--exit_record_dir=")), None))
+if os.environ.get("PROBE_SKIP_JAX"):
+    if code > 128:  # killed by signal code - 128 (the OOM killer: SIGKILL): no record
+        os.kill(os.getpid(), code - 128)
+    exits.record(code, rank)
+    sys.exit(code)
 
 import jax  # noqa: E402
 from jax._src import distributed  # noqa: E402
@@ -20,8 +31,11 @@ from trainer import runtime  # noqa: E402
 runtime.initialize_distributed(heartbeat_timeout_seconds=10, initialization_timeout_seconds=60)
 probe = {"rank": jax.process_index(), "count": jax.process_count(),
          "coordinator": distributed.global_state.coordinator_address, "argv": sys.argv[1:],
-         "procid": os.environ["SLURM_PROCID"], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+         "procid": os.environ["SLURM_PROCID"], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+         "cpus_per_task": os.environ.get("SLURM_CPUS_PER_TASK"),
+         "visible_devices": jax.config.values["jax_cuda_visible_devices"]}
 with open(os.path.join(os.environ["PROBE_DIR"], os.environ["SLURM_PROCID"] + ".json"), "w") as f:
     json.dump(probe, f)
 jax.distributed.shutdown()
-sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
+exits.record(code, rank)
+sys.exit(code)

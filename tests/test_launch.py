@@ -7,14 +7,15 @@ import json
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
 
+import fake_slurm
 import pytest
 import yaml
 from conftest import REPO
+from fake_slurm import executable
 
 from launch.local import child_env, exit_status
 from trainer import exits
@@ -204,32 +205,6 @@ def test_layout_flags_override_the_environment(monkeypatch):
 # --------------------------------------------------------------------------------------------- SLURM, fake
 
 
-SRUN = """#!/bin/bash
-# Stub srun: SLURM_NTASKS local copies of the command, with the variables srun gives each task.
-echo "srun $*" >> "$FAKE_SLURM_LOG"
-while [[ $1 == -* ]]; do shift; done
-pids=()
-for ((i = 0; i < SLURM_NTASKS; i++)); do
-  SLURM_PROCID=$i SLURM_LOCALID=$((i % SLURM_NTASKS_PER_NODE)) SLURM_NODEID=$((i / SLURM_NTASKS_PER_NODE)) \\
-    SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST "$@" &
-  pids+=($!)
-done
-rc=0
-for p in "${pids[@]}"; do wait "$p"; c=$?; if ((c > rc)); then rc=$c; fi; done
-exit $rc
-"""
-SCONTROL = """#!/bin/bash
-echo "scontrol $*" >> "$FAKE_SLURM_LOG"
-"""
-
-
-def executable(path, text: str) -> str:
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
-    return str(path)
-
-
 def free_slurm_job_id() -> int:
     """A job id whose coordinator port (JAX: 61440 + id mod 4096) is free here."""
     for job in range(int(time.time()) % 4096, 1_000_000, 7):
@@ -245,12 +220,10 @@ def free_slurm_job_id() -> int:
 
 def sbatch(tmp_path, job: int, **env):
     bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    executable(bindir / "srun", SRUN)
-    executable(bindir / "scontrol", SCONTROL)
+    fake_slurm.install(bindir)
     # The stand-in interpreter runs the probe in place of the trainer; the script's question to trainer.exits
     # (whether a code requeues) goes to the real module.
-    python = executable(bindir / "python", f'#!/bin/bash\nif [ "$2" = trainer.exits ]; then exec {sys.executable} '
+    python = executable(bindir / "python", f'#!/bin/bash\nif [ "$2" = launch.requeue ]; then exec {sys.executable} '
                         f'"$@"; fi\nexec {sys.executable} {REPO}/tests/slurm_probe.py "$@"\n')
     log = tmp_path / "slurm.log"
     log.write_text("")
@@ -294,6 +267,75 @@ def test_sbatch_requeues_only_what_a_restart_can_fix(tmp_path, code, restart, re
     r, calls = sbatch(tmp_path, 1234, PROBE_EXIT=str(code), PROBE_SKIP_JAX="1", SLURM_RESTART_COUNT=str(restart))
     assert r.returncode == status, r.stdout[-2000:] + r.stderr[-2000:]
     assert ("scontrol requeue 1234" in calls) == requeued, r.stdout[-2000:]
+
+
+def test_sbatch_ends_the_job_when_one_process_says_bad_input_and_its_peers_say_hung(tmp_path):
+    """srun's status is 76, the highest; the 1 of process 0 decides."""
+    r, calls = sbatch(tmp_path, 1234, PROBE_EXITS="1,76", PROBE_SKIP_JAX="1")
+    assert r.returncode == exits.BAD_INPUT, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "scontrol requeue" not in calls and "process(es) [0] ended with 1 (bad input)" in r.stderr
+    (entry,) = launch_history(tmp_path)
+    assert entry["status"] == 76 and entry["codes"] == {"0": 1, "1": 76} and entry["action"] == "exit"
+
+
+def test_sbatch_requeues_a_killed_process_with_resumable_peers(tmp_path):
+    r, calls = sbatch(tmp_path, 1234, PROBE_EXITS="137,76", PROBE_SKIP_JAX="1")  # process 0: the OOM killer
+    assert r.returncode == 0 and "scontrol requeue 1234" in calls, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "no record (killed) from [0]" in r.stderr
+
+
+def test_sbatch_stops_after_three_attempts_without_progress(tmp_path):
+    for restart in range(3):
+        r, calls = sbatch(tmp_path, 1234, PROBE_EXIT="76", PROBE_SKIP_JAX="1", SLURM_RESTART_COUNT=str(restart))
+        assert ("scontrol requeue 1234" in calls) == (restart < 2), (restart, r.stderr[-2000:])
+    assert r.returncode == exits.GAVE_UP and "3 attempts in a row ended without a new checkpoint" in r.stderr
+    assert [e["without_progress"] for e in launch_history(tmp_path)] == [1, 2, 3]
+
+
+def launch_history(tmp_path) -> list[dict]:
+    with open(tmp_path / "runs" / "pp" / "attempts" / "history.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+def test_sbatch_gives_the_tasks_their_cpus_and_one_process_per_node_every_gpu(tmp_path):
+    job = free_slurm_job_id()
+    # 2 nodes, one task per node: the layout of `srun --ntasks-per-node=1` with 8 GPUs per task.
+    r, _ = sbatch(tmp_path, job, SLURM_NTASKS_PER_NODE="1", SLURM_NNODES="2", SLURM_CPUS_PER_TASK="12")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    probes = [json.loads(p.read_text()) for p in sorted((tmp_path / "probes").glob("*.json"))]
+    assert len(probes) == 2 and {p["count"] for p in probes} == {2}
+    assert {p["cpus_per_task"] for p in probes} == {"12"}  # not 1: srun got them again
+    assert {p["visible_devices"] for p in probes} == {"all"}  # not JAX's default [SLURM_LOCALID] = GPU 0
+
+
+@pytest.mark.slow
+def test_one_process_per_gpu_gets_its_own_and_one_process_alone_gets_every_gpu(tmp_path):
+    job = free_slurm_job_id()
+    r, _ = sbatch(tmp_path, job)  # 2 tasks on one node
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    probes = [json.loads(p.read_text()) for p in sorted((tmp_path / "probes").glob("*.json"))]
+    assert [p["visible_devices"] for p in probes] == ["0", "1"]  # SLURM_LOCALID: one GPU each
+    alone = {k: v for k, v in os.environ.items() if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")}
+    alone.update(SLURM_JOB_ID="7", SLURM_PROCID="0", SLURM_LOCALID="3", SLURM_NODEID="0", SLURM_NTASKS="1",
+                 SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="1", REPO=REPO, JAX_PLATFORMS="cpu",
+                 PROBE_DIR=str(tmp_path / "probes"))  # srun -n1 --gres=gpu:8 inside an allocation
+    subprocess.run([sys.executable, os.path.join(REPO, "tests", "slurm_probe.py")], env=alone, check=True,
+                   timeout=120)
+    assert json.loads((tmp_path / "probes" / "0.json").read_text())["visible_devices"] == "all"
+
+
+def test_h800_env_keeps_no_nccl_debugging_override():
+    """NCCL's environment-variable documentation lists these under "Debugging": not for production scripts."""
+    debugging = ("NCCL_PROTO", "NCCL_ALGO", "NCCL_NVLS_ENABLE", "NCCL_P2P_DISABLE", "NCCL_SHM_DISABLE",
+                 "NCCL_IB_DISABLE", "NCCL_P2P_LEVEL", "NCCL_NET_GDR_LEVEL", "NCCL_MIN_NCHANNELS", "NCCL_MAX_NCHANNELS",
+                 "NCCL_BUFFSIZE", "NCCL_NTHREADS", "NCCL_CUMEM_ENABLE")
+    env = subprocess.run(["bash", "-c", f"source {REPO}/launch/slurm/h800.env && env"], capture_output=True,
+                         text=True, check=True, env={"PATH": os.environ["PATH"]}).stdout
+    names = {line.split("=", 1)[0] for line in env.splitlines()}
+    assert not names & set(debugging), names & set(debugging)
+    with open(os.path.join(REPO, "launch", "k8s", "jobset.yaml")) as f:
+        assert not [n for n in debugging if n in f.read()]
 
 
 def test_shellcheck_passes_on_every_shell_script():

@@ -90,7 +90,29 @@ def test_batch_must_split_over_devices_processes_and_micro_batches():
     c.batch_size, c.grad_accum_steps = 4, 3
     assert "with grad_accum_steps=3: it must be a multiple of 3" in V.problems(c)[0]
     c.grad_accum_steps, c.eval_batch_size = 1, 3
-    assert V.problems(c, num_devices=1, num_processes=2)[0].startswith("eval_batch_size=3 cannot be split")
+    assert V.problems(c, num_devices=2, num_processes=2) == []  # the eval batch is rounded up instead
+    assert [V.eval_batch_size(c, n, p) for n, p in ((1, 1), (2, 2), (8, 1), (16, 2))] == [3, 4, 8, 16]
+
+
+# The cluster layouts the README promises: 1, 2, 4 and 8 nodes of 8 GPUs, one process per GPU or per node.
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "demo"])
+@pytest.mark.parametrize("devices", [8, 16, 32, 64])
+def test_cluster_configs_are_valid_on_1_to_8_nodes(name, devices):
+    c = config(name)
+    for processes in (devices, devices // 8):
+        assert V.problems(c, devices, processes) == [], (devices, processes)
+        size = V.eval_batch_size(c, devices, processes)
+        assert size % devices == 0 and size >= c.eval_batch_size and size // devices <= max(1, c.eval_batch_size // 8)
+
+
+def test_paths_expand_the_home_directory_and_variables(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/u")
+    monkeypatch.setenv("RUNS", "/shared/runs")
+    c = config()
+    c.data.data_dir, c.init_from, c.compilation_cache_dir = "~/data/movi_a", "$RUNS/seed", "~/cache"
+    V.expand_paths(c)
+    assert (c.data.data_dir, c.init_from, c.compilation_cache_dir) == ("/home/u/data/movi_a", "/shared/runs/seed",
+                                                                      "/home/u/cache")
 
 
 def test_every_problem_in_one_error():

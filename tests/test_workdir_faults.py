@@ -262,7 +262,7 @@ def test_a_sigterm_during_a_long_evaluation_saves_and_exits_75(tiny_synthetic, t
     proc = start(tiny_synthetic, w, "--config.eval_every_steps=2", "--config.eval_batch_size=1",
                  faults=["--slow_eval_seconds", "1.5"])
     deadline = time.time() + 240
-    while "evaluating step 2: 6 batches" not in open(f"{w}.out").read():
+    while "evaluating step 2: 6 batches of 1" not in open(f"{w}.out").read():
         assert proc.poll() is None and time.time() < deadline, open(f"{w}.err").read()[-3000:]
         time.sleep(0.1)
     t = time.time()

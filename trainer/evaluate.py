@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 
 from data import pictures
 from data.pipeline import datasets
+from configs.validate import eval_batch_size
 from trainer import baselines, metrics, steps, writers
 from trainer.exits import BadInput
 from trainer.mesh import global_batch
@@ -49,10 +50,13 @@ def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | Non
     c = run.config
     model_acc, baseline_acc = metrics.MeanOverVideos(), metrics.MeanOverVideos()
     pictures_done = 0
-    total = math.ceil(len(run.eval_source) / c.eval_batch_size)
+    size = eval_batch_size(c, jax.device_count(), jax.process_count())
+    total = math.ceil(len(run.eval_source) / size)
     if run.is_primary:
-        print(f"evaluating step {step}: {total} batches", flush=True)
-    for done, local in enumerate(datasets.eval_batches(run.eval_source, run.spec, c.eval_batch_size,
+        rounded = f" (eval_batch_size={c.eval_batch_size} rounded up to {jax.device_count()} devices)" * (
+            size != c.eval_batch_size)
+        print(f"evaluating step {step}: {total} batches of {size}{rounded}", flush=True)
+    for done, local in enumerate(datasets.eval_batches(run.eval_source, run.spec, size,
                                                        jax.process_index(), jax.process_count()), 1):
         batch = global_batch(local, run.mesh)
         out = eval_step(params, {k: v for k, v in batch.items() if k != "mask"})

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import re
+import socket
 import sys
+import time
 import traceback
 
 DONE, BAD_INPUT, DIVERGED, INTERNAL_ERROR = 0, 1, 3, 70
@@ -155,6 +158,47 @@ def classify(exc: BaseException, training_started: bool, newest_checkpoint: str)
         return Outcome(BAD_INPUT, f"{one_line(exc)}: check the path and its permissions")
     return Outcome(INTERNAL_ERROR, f"internal error, most likely a bug ({one_line(exc)}); the traceback is "
                    "above", traceback=True)
+
+
+# Each process's own code, for a scheduler script that must not judge a job by srun's one status: srun returns
+# the highest code of its tasks (srun(1), RETURN VALUE), so one process's 1 hides behind its peers' 76.
+_record_dir: str | None = None
+
+
+def record_to(directory: str | None) -> None:
+    """Where `record` writes this process's exit code (None: nowhere). Set once, before anything can fail."""
+    global _record_dir
+    _record_dir = os.path.abspath(os.path.expanduser(os.path.expandvars(directory))) if directory else None
+
+
+def record(code: int, process_index: int) -> None:
+    """Writes DIR/process-<index>.json with the code, atomically; a failure to write costs only the record (the
+    scheduler script then counts this process as killed)."""
+    if _record_dir is None:
+        return
+    path = os.path.join(_record_dir, f"process-{process_index}.json")
+    try:
+        os.makedirs(_record_dir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"code": code, "name": name(code), "process": process_index, "host": socket.gethostname(),
+                       "pid": os.getpid(), "time": time.time()}, f)
+        os.replace(path + ".tmp", path)
+    except OSError as e:
+        print(f"warning: could not record exit code {code} in {path} ({e})", file=sys.stderr, flush=True)
+
+
+def read_records(directory: str) -> dict[int, int]:
+    """{process index: code} of every process that recorded one in `directory`."""
+    out = {}
+    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        if entry.startswith("process-") and entry.endswith(".json"):
+            try:
+                with open(os.path.join(directory, entry)) as f:
+                    got = json.load(f)
+                out[int(got["process"])] = int(got["code"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # half-written by a process killed mid-write: counted as killed
+    return out
 
 
 def table() -> str:

@@ -27,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cli.config_flags import check_config_overrides
-from configs.validate import ConfigError, validate
+from configs.validate import ConfigError, expand_path, expand_paths, validate
 from trainer import checkpoint, evaluate, exits, goodput, runtime, summary, train
 from trainer.events import EventLog
 from trainer.run import Preempted, TrainingDiverged
@@ -43,18 +43,26 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: 
                                    "coordinator (default: JAX_COORDINATOR_ADDRESS, or the cluster's).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: the number of processes.", lower_bound=1)
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.", lower_bound=0)
+_EXIT_RECORD_DIR = flags.DEFINE_string(
+    "exit_record_dir", None, "Each process writes its exit code to DIR/process-<index>.json (a scheduler script "
+    "decides on every process's code, not on srun's highest one: launch/requeue.py).")
+
+
+def workdir_path() -> str:
+    """--workdir with ~ and $VARS expanded (a shell leaves `--workdir=~/x` alone)."""
+    return expand_path(_WORKDIR.value)
 
 
 def run(config, events: EventLog) -> int:
     try:
         if _MODE.value == "eval":
-            result = evaluate.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+            result = evaluate.evaluate_checkpoint(config, workdir_path(), _STEP.value)
             if jax.process_index() == 0:
                 print(json.dumps(result, indent=1))
         else:
-            result = train.train_and_evaluate(config, _WORKDIR.value, events, _ALLOW_FRESH_START.value)
+            result = train.train_and_evaluate(config, workdir_path(), events, _ALLOW_FRESH_START.value)
             if jax.process_index() == 0:
-                print(summary.report(result, _WORKDIR.value), flush=True)
+                print(summary.report(result, workdir_path()), flush=True)
     except Preempted as e:
         print(f"{e} (exit {exits.PREEMPTED})", flush=True)
         return exits.PREEMPTED
@@ -78,7 +86,7 @@ def run(config, events: EventLog) -> int:
 def failure(e: Exception, config, events: EventLog) -> int:
     """The exit code and the one message of an error that ended the run; a filesystem error that keeps coming
     back without progress turns into GAVE_UP after config.max_attempts_without_progress attempts."""
-    workdir = os.path.abspath(_WORKDIR.value)
+    workdir = os.path.abspath(workdir_path())
     outcome = exits.classify(e, events.training_started, checkpoint.describe_newest(workdir))
     if outcome.code == exits.FILESYSTEM and _MODE.value == "train":
         outcome = give_up_if_stalled(outcome, config, events, workdir)
@@ -111,15 +119,26 @@ def give_up_if_stalled(outcome: exits.Outcome, config, events: EventLog, workdir
                          f"same command. The last error: {outcome.message}")
 
 
+def record_and_return(code: int) -> int:
+    """An exit before jax.distributed starts: this process's index from the layout flags or the environment."""
+    index = _PROCESS_ID.value
+    for key in ("JAX_PROCESS_ID", "SLURM_PROCID"):
+        index = index if index is not None else (int(os.environ[key]) if os.environ.get(key) else None)
+    exits.record(code, index or 0)
+    return code
+
+
 def main(argv) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
     events = EventLog()  # from process start: imports and start-up count in the goodput report
     config = _CONFIG.value
+    exits.record_to(_EXIT_RECORD_DIR.value)
+    expand_paths(config)
     try:
         validate(config, num_devices=None)  # the rules that need no devices: before any process waits on another
     except ConfigError as e:
-        return say_error(exits.BAD_INPUT, str(e))
+        return record_and_return(say_error(exits.BAD_INPUT, str(e)))
     # Before any JAX computation: it also arms the SIGTERM notifier.
     runtime.initialize_distributed(runtime.Layout(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
                                    config.heartbeat_timeout_seconds)
@@ -127,8 +146,8 @@ def main(argv) -> int:
     peers = runtime.start_peer_monitor(config.heartbeat_timeout_seconds)  # multi-process: a dead peer -> exit 76
     code = exits.INTERNAL_ERROR
     try:
-        if os.path.isdir(_WORKDIR.value or ""):  # a restart: log it from here (a new workdir is checked first)
-            events.attach(os.path.abspath(_WORKDIR.value), _MODE.value == "train" and jax.process_index() == 0)
+        if os.path.isdir(workdir_path()):  # a restart: log it from here (a new workdir is checked first)
+            events.attach(os.path.abspath(workdir_path()), _MODE.value == "train" and jax.process_index() == 0)
         code = run(config, events)
     finally:  # on every path: the peer monitor, the coordination service, the event log
         if peers:
@@ -137,6 +156,7 @@ def main(argv) -> int:
         events.phase("shutdown")  # pending async saves were awaited when the run closed
         events.note("exit", code=code)
         events.close()
+        exits.record(code, jax.process_index())
     return code
 
 

@@ -41,8 +41,50 @@ class Layout:
 
     @property
     def multi_process(self) -> bool:
+        # SLURM_PROCID exists only inside a job step (srun), not in the shell of an salloc or a batch script,
+        # where SLURM_NTASKS is the allocation's task count, not this process's peers.
+        in_step = "SLURM_PROCID" in os.environ
         return (self.coordinator_address is not None or (self.num_processes or 1) > 1
-                or int(os.environ.get("SLURM_NTASKS", "1")) > 1)
+                or (in_step and int(os.environ.get("SLURM_NTASKS", "1")) > 1))
+
+
+def slurm_tasks_on_this_node(env: dict[str, str] | None = None) -> int | None:
+    """The tasks of this job step on this node, from SLURM_STEP_TASKS_PER_NODE (else SLURM_TASKS_PER_NODE),
+    which srun writes as counts per node with repeats, e.g. "8(x2),4", indexed by SLURM_NODEID (srun(1),
+    OUTPUT ENVIRONMENT VARIABLES). None outside a step or when the value cannot be read."""
+    env = os.environ if env is None else env
+    spec = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    if "SLURM_PROCID" not in env or not spec or "SLURM_NODEID" not in env:
+        return None
+    counts: list[int] = []
+    for part in spec.split(","):
+        count, _, repeat = part.partition("(x")
+        try:
+            counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+        except ValueError:
+            return None
+    node = int(env["SLURM_NODEID"])
+    return counts[node] if node < len(counts) else None
+
+
+# What `local_device_ids` means to jax.distributed.initialize (jax/_src/distributed.py, State.initialize): None
+# lets its cluster detection pick one, and under SLURM that is [SLURM_LOCALID], one GPU per process
+# (jax/_src/clusters/cluster.py, auto_detect_unset_distributed_params); an empty list is left alone by the
+# detection and restricts nothing ("if local_device_ids:" guards jax_cuda_visible_devices), so every GPU the
+# process can see is used.
+EVERY_LOCAL_DEVICE: list[int] = []
+
+
+def local_device_ids(multi_process: bool, env: dict[str, str] | None = None) -> list[int] | None:
+    """The devices this process drives. One process per GPU (several tasks on a node): JAX's own choice,
+    [SLURM_LOCALID]. One process per node, or one process at all (srun -n1, inside an salloc): every local GPU.
+    JAX_LOCAL_DEVICE_IDS, when set, is JAX's to read."""
+    env = os.environ if env is None else env
+    if env.get("JAX_LOCAL_DEVICE_IDS"):
+        return None
+    if not multi_process or slurm_tasks_on_this_node(env) == 1:
+        return EVERY_LOCAL_DEVICE
+    return None
 
 
 # A peer died, a barrier timed out or no step completed in time (trainer/watchdog.py): restartable like 75, but
@@ -58,6 +100,7 @@ def exit_hung(reason: str, process_index: int | None = None, exit: Callable[[int
     print(f"error: process {index}: {reason}. Exiting with {EXIT_HUNG}: restart the same command to resume from "
           "the last checkpoint", file=sys.stderr, flush=True)
     sys.stdout.flush()
+    exits.record(EXIT_HUNG, index)
     exit(EXIT_HUNG)
 
 
@@ -79,16 +122,18 @@ def initialize_distributed(layout: Layout | None = None, heartbeat_timeout_secon
     # first, at heartbeat_timeout_seconds, and exits with EXIT_HUNG instead.
     timeouts = {"heartbeat_timeout_seconds": 2 * int(heartbeat_timeout_seconds) + 10,
                 "initialization_timeout": int(initialization_timeout_seconds)}
+    devices = local_device_ids(layout.multi_process)
     if layout.multi_process:
         try:
             jax.distributed.initialize(layout.coordinator_address, layout.num_processes, layout.process_id,
-                                       **timeouts)
+                                       local_device_ids=devices, **timeouts)
         except (ValueError, TypeError) as e:
             raise SystemExit(f"error: jax.distributed cannot start a multi-process run ({e}). Pass all of "
                              "--coordinator_address, --num_processes and --process_id (or set "
                              f"{', '.join(LAYOUT_ENV)}), or run under srun / mpirun / a Kubernetes JobSet") from None
     else:
-        jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0, **timeouts)
+        jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0,
+                                   local_device_ids=devices, **timeouts)
 
 
 def start_peer_monitor(heartbeat_timeout_seconds: float):

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from cli.config_flags import check_config_overrides
-from configs.validate import validate
+from configs.validate import expand_paths, validate
 from data import batch, pictures
 from data.pipeline import datasets
 from data.records import codec
@@ -36,7 +36,7 @@ def main(argv):
     del argv
     if not _OUT.value:
         raise app.UsageError("--out is required")
-    config = _CONFIG.value
+    config = expand_paths(_CONFIG.value)
     try:
         validate(config)
         spec = datasets.spec_from_config(config)

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from PIL import Image
 
 from cli.config_flags import check_config_overrides
-from configs.validate import validate
+from configs.validate import expand_path, expand_paths, validate
 from data import batch as schema_lib
 from data import pictures
 from data.pipeline import datasets
@@ -90,10 +90,10 @@ def run(config, workdir: str, num_batches: int, log=print) -> dict:
 
 def main(argv):
     del argv
-    workdir = os.path.abspath(_WORKDIR.value)
+    workdir = os.path.abspath(expand_path(_WORKDIR.value))
     try:
         os.makedirs(workdir, exist_ok=True)
-        run(_CONFIG.value, workdir, _NUM_BATCHES.value)
+        run(expand_paths(_CONFIG.value), workdir, _NUM_BATCHES.value)
     except (codec.DataError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

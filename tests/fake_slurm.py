@@ -1,0 +1,71 @@
+"""A stand-in for SLURM's srun and scontrol on one machine, for the batch scripts' tests. It models only what
+the scripts rely on, each from srun(1) / scontrol(1), and is not evidence of how SLURM behaves:
+
+- srun starts SLURM_NTASKS copies of the command (or -n/--ntasks), SLURM_NTASKS_PER_NODE per node, and gives each
+  task SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID, SLURM_STEP_NODELIST, SLURM_STEP_NUM_NODES and
+  SLURM_STEP_TASKS_PER_NODE in srun's "N(xM)" form (srun(1), OUTPUT ENVIRONMENT VARIABLES);
+- the step's CPUs per task come from --cpus-per-task or SRUN_CPUS_PER_TASK, and are not inherited from the batch
+  allocation's SLURM_CPUS_PER_TASK (Slurm 22.05 and later; srun(1), --cpus-per-task): a task without either sees
+  SLURM_CPUS_PER_TASK=1;
+- signals sent to srun are forwarded to its tasks (srun(1), SIGNALS AND ESCAPE SEQUENCES);
+- srun's status is the highest exit code of its tasks, a task killed by signal N counting as 128 + N (srun(1),
+  RETURN VALUE);
+- `scontrol requeue JOB` and every srun call are only logged, to $FAKE_SLURM_LOG.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+SRUN = r"""#!/bin/bash
+echo "srun $*" >> "$FAKE_SLURM_LOG"
+ntasks=$SLURM_NTASKS per_node=${SLURM_NTASKS_PER_NODE:-$SLURM_NTASKS} cpus=${SRUN_CPUS_PER_TASK:-1}
+while [[ $1 == -* ]]; do
+  case $1 in
+    --cpus-per-task=*) cpus=${1#*=} ;;
+    -c) cpus=$2; shift ;;
+    --ntasks=*) ntasks=${1#*=} ;;
+    -n) ntasks=$2; shift ;;
+    --ntasks-per-node=*) per_node=${1#*=} ;;
+  esac
+  shift
+done
+if ((per_node > ntasks)); then per_node=$ntasks; fi
+nodes=$(((ntasks + per_node - 1) / per_node))
+pids=()
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
+for ((i = 0; i < ntasks; i++)); do
+  SLURM_NTASKS=$ntasks SLURM_PROCID=$i SLURM_LOCALID=$((i % per_node)) SLURM_NODEID=$((i / per_node)) \
+    SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST SLURM_STEP_NUM_NODES=$nodes \
+    SLURM_STEP_TASKS_PER_NODE="$per_node(x$nodes)" SLURM_CPUS_PER_TASK=$cpus "$@" &
+  pids+=($!)
+done
+rc=0
+for p in "${pids[@]}"; do
+  while :; do
+    wait "$p"; c=$?
+    if ((c > 128)) && kill -0 "$p" 2>/dev/null; then continue; fi  # our trap interrupted the wait
+    break
+  done
+  if ((c > rc)); then rc=$c; fi
+done
+exit $rc
+"""
+SCONTROL = """#!/bin/bash
+echo "scontrol $*" >> "$FAKE_SLURM_LOG"
+"""
+
+
+def executable(path, text: str) -> str:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def install(bindir) -> None:
+    """srun and scontrol stubs in `bindir` (put it first on PATH)."""
+    os.makedirs(bindir, exist_ok=True)
+    executable(os.path.join(bindir, "srun"), SRUN)
+    executable(os.path.join(bindir, "scontrol"), SCONTROL)
