@@ -8,7 +8,7 @@ DEMO_WORKDIR ?= $(CURDIR)/workdirs/demo
 # MOVi-A-like at 64x64 (the demo model's resolution), 24 frames: about 2-3 minutes on 2 cores.
 DEMO_SYNTH_ARGS ?= --num_train 256 --num_validation 32 --resolution 64
 
-.PHONY: install demo test lint bench bench-tf clean
+.PHONY: install install-cuda demo test lint bench bench-tf clean
 
 install: $(STAMP)
 
@@ -19,6 +19,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+# The GPU environment (CUDA 12, NVIDIA driver >= 525.60.13): the same .venv with jax's CUDA plugin and NVIDIA's
+# wheels, every one pinned by constraints-cuda.txt. Run it on a GPU node (or in the image: launch/k8s/Dockerfile).
+install-cuda: $(VENV)/.installed-cuda
+
+$(VENV)/.installed-cuda: pyproject.toml constraints.txt constraints-cuda.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -c constraints-cuda.txt -e ".[cuda,test]"
+	touch $(STAMP) $@
 
 demo: install
 	$(PY) -m data.synthetic --out_dir $(DEMO_DATA) $(DEMO_SYNTH_ARGS) --skip_existing

@@ -53,9 +53,9 @@ def child_env(devices: int, base: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
-def commands(num_processes: int, port: int, trainer_args: list[str]) -> list[list[str]]:
+def commands(num_processes: int, port: int, trainer_args: list[str], module: str = "trainer.main") -> list[list[str]]:
     address = f"127.0.0.1:{port}"
-    return [[sys.executable, "-m", "trainer.main", *trainer_args, f"--coordinator_address={address}",
+    return [[sys.executable, "-m", module, *trainer_args, f"--coordinator_address={address}",
              f"--num_processes={num_processes}", f"--process_id={rank}"] for rank in range(num_processes)]
 
 
@@ -77,7 +77,11 @@ class Group:
     def __init__(self, cmds: list[list[str]], env: dict[str, str], grace_seconds: float):
         self.grace = grace_seconds
         self.lock = threading.Lock()
-        self.signalled = 0
+        # Signals received and acted on. The handler only appends: Python runs it in the main thread between two
+        # bytecodes, possibly inside say() with self.lock held, so taking the lock (or printing) there could
+        # deadlock (signal module docs, "Note on signal handlers and exceptions"; threading.Lock is not reentrant).
+        self.signals: list[int] = []
+        self.handled = 0
         self.deadline: float | None = None  # when the survivors get SIGTERM
         self.kill_at: float | None = None
         self.procs: list[subprocess.Popen] = []
@@ -88,8 +92,7 @@ class Group:
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                                                start_new_session=True))
-        if self.signalled:  # came while the children were being started: the later ones missed it
-            self.terminate()
+        # A signal that came while the children were being started is acted on by wait()'s first round.
         out = sys.stdout.buffer
         self.relays = [threading.Thread(target=_relay, args=(r, p.stdout, out, self.lock), daemon=True)
                        for r, p in enumerate(self.procs)]
@@ -102,13 +105,20 @@ class Group:
             sys.stdout.buffer.flush()
 
     def on_signal(self, signum, _frame) -> None:
-        self.signalled += 1
-        if self.signalled == 1:
-            self.say(f"{signal.Signals(signum).name}: passing SIGTERM to every process (save and exit "
-                     f"{exits.PREEMPTED}); again to kill")
-            self.terminate()
-        else:
-            self.kill()
+        self.signals.append(signum)
+
+    def act_on_signals(self) -> None:
+        """The first signal: SIGTERM to every process (the preemption path); a second: SIGKILL."""
+        while self.handled < len(self.signals):
+            signum = self.signals[self.handled]
+            self.handled += 1
+            if self.handled == 1:
+                self.say(f"{signal.Signals(signum).name}: passing SIGTERM to every process (save and exit "
+                         f"{exits.PREEMPTED}); again to kill")
+                self.terminate()
+            else:
+                self.say(f"{signal.Signals(signum).name} again: SIGKILL")
+                self.kill()
 
     def live(self) -> list[subprocess.Popen]:
         return [p for p in self.procs if p.poll() is None]
@@ -126,12 +136,13 @@ class Group:
         codes: dict[int, int] = {}
         first_failure = None
         while len(codes) < len(self.procs):
+            self.act_on_signals()
             for rank, p in enumerate(self.procs):
                 if rank in codes or p.poll() is None:
                     continue
                 codes[rank] = p.returncode
                 self.say(f"rank {rank} exited with {p.returncode}")
-                if p.returncode != 0 and first_failure is None and not self.signalled and self.kill_at is None:
+                if p.returncode != 0 and first_failure is None and not self.signals and self.kill_at is None:
                     first_failure = rank
                     self.deadline = time.monotonic() + self.grace
             now = time.monotonic()
@@ -156,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_processes", type=int, required=True)
     parser.add_argument("--devices_per_process", type=int, default=1)
     parser.add_argument("--port", type=int, default=0, help="the coordinator's port (default: a free one)")
+    parser.add_argument("--module", default="trainer.main",
+                        help="the program each process runs (python -m MODULE), e.g. launch.preflight.checks")
     parser.add_argument("--grace_seconds", type=float, default=120.0,
                         help="after one process fails, how long the others may take to end by themselves")
     args = parser.parse_args(ours)
@@ -163,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--num_processes and --devices_per_process must be >= 1")
     if not trainer_args:
         parser.error("no trainer arguments: python -m launch.local --num_processes N -- --config ... --workdir ...")
-    group = Group(commands(args.num_processes, args.port or free_port(), trainer_args),
+    group = Group(commands(args.num_processes, args.port or free_port(), trainer_args, args.module),
                   child_env(args.devices_per_process), args.grace_seconds)
     return group.wait()
 

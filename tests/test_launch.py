@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import fake_slurm
@@ -95,6 +96,28 @@ def test_launcher_passes_ctrl_c_on_and_ends_with_its_children(tiny_synthetic, tm
     out, _ = proc.communicate(timeout=60)
     assert "[launch] SIGINT: passing SIGTERM to every process" in out, out[-2000:]
     assert proc.returncode != 0 and all(gone(c) for c in children), out[-2000:]
+
+
+def test_launcher_signal_handler_never_waits_for_the_output_lock():
+    """The handler runs in the main thread, possibly inside say() with the lock held: it must not take it."""
+    from launch.local import Group
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        group = Group([[sys.executable, "-c", "print('x' * 100)"]], dict(os.environ), 1.0)
+        done = threading.Event()
+
+        def output_flowing_then_ctrl_c():
+            with group.lock:  # as inside say()
+                group.on_signal(signal.SIGINT, None)
+            done.set()
+
+        threading.Thread(target=output_flowing_then_ctrl_c, daemon=True).start()
+        assert done.wait(5), "the signal handler blocked on the output lock: a Ctrl-C would deadlock the launcher"
+        assert group.wait() in (0, 128 + signal.SIGTERM) and group.handled == 1
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
 
 
 def wait_for(condition, seconds: float) -> bool:

@@ -1,0 +1,103 @@
+"""launch.preflight: the verdict table on a healthy local cluster (2 processes x 2 fake CPU devices, the real
+trainer's SIGTERM rehearsal included), each check seen failing on a fault that a misconfigured host would show,
+the judgements on their own, and preflight.sbatch under the fake SLURM (tests/fake_slurm.py)."""
+
+import os
+import subprocess
+import sys
+
+import fake_slurm
+import pytest
+from conftest import REPO
+
+from launch.preflight import measures
+from launch.preflight.verdict import read
+
+CONFIG = os.path.join(REPO, "configs", "tiny.py")
+
+
+def preflight(data_dir, workdir, *options, env=None):
+    cmd = [sys.executable, "-m", "launch.preflight", "--launcher", "local", "--num_processes", "2",
+           "--devices_per_process", "2", "--input_seconds", "2", *options, "--", "--config", CONFIG,
+           "--workdir", str(workdir), f"--config.data.data_dir={data_dir}"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    (verdict,) = (workdir / "preflight").glob("*/verdict.json")
+    return r, {row.check: row for row in read(str(verdict))}
+
+
+@pytest.mark.slow
+def test_preflight_passes_on_a_healthy_cluster_and_rehearses_a_preemption(tiny_synthetic, tmp_path):
+    r, rows = preflight(tiny_synthetic, tmp_path / "run", "--assumed_step_seconds", "10")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    assert all(row.ok for row in rows.values()) and len(rows) == 11, rows
+    assert rows["every process started"].figure == "2 of 2 processes"
+    assert rows["all-reduce across all devices"].detail == "sum as expected"
+    assert "exited 75" in rows["SIGTERM reaches every process and it saves"].figure
+    saved = rows["SIGTERM reaches every process and it saves"].detail.split()[1]
+    assert rows["resumes from the saved step"].figure.startswith(f"restored step {saved},")
+    assert "preflight: 11 of 11 checks passed" in r.stdout
+
+
+@pytest.mark.slow
+def test_each_check_fails_on_the_fault_it_is_for(tiny_synthetic, tmp_path):
+    r, rows = preflight(tiny_synthetic, tmp_path / "run", "--skip_rehearsal", "--assumed_step_seconds", "1e-9",
+                        "--checks_module", "tests.preflight_faults", env={"PREFLIGHT_FAULTS": "no_data,unshared,clock"})
+    assert r.returncode == 1, r.stdout[-3000:]
+    failed = {name for name, row in rows.items() if not row.ok}
+    assert failed == {"data readable on every host", "input keeps up on every host",
+                      "run and cache directories shared", "clock skew between hosts"}, rows
+    assert "process 1 on" in rows["data readable on every host"].detail
+    assert "/nonexistent/movi" in rows["data readable on every host"].detail
+    assert "process 0 does not see the files of process(es) [1]" in rows["run and cache directories shared"].detail
+    assert float(rows["clock skew between hosts"].figure.split()[0]) > 4000  # ms
+    # The devices check, against an expectation the layout does not meet; the input rate, against a need it
+    # cannot meet.
+    r, rows = preflight(tiny_synthetic, tmp_path / "run2", "--skip_rehearsal", "--assumed_step_seconds", "1e-9",
+                        "--expect_devices_per_process", "3")
+    failed = {name for name, row in rows.items() if not row.ok}
+    assert failed == {"each process sees its devices", "input keeps up on every host"}, rows
+    assert "process(es) [0, 1] see [2, 2] device(s), expected 3" in rows["each process sees its devices"].detail
+    assert "below need" in rows["input keeps up on every host"].detail
+
+
+def test_judgements():
+    assert not measures.all_reduce_row({"got": [9.0], "expected": 10.0, "devices": 4, "seconds": 1.0,
+                                        "bus_gb_per_s": 1.0}).ok
+    assert measures.all_reduce_row({"got": [10.0], "expected": 10.0, "devices": 4, "seconds": 1.0,
+                                    "bus_gb_per_s": 1.0}).ok
+    assert not measures.processes_row(15, 16).ok and measures.processes_row(16, 16).ok
+    assert measures.bus_bandwidth(1000, 1.0, 8) == 1000 * 2 * 7 / 8  # nccl-tests' all-reduce bus bandwidth
+    two = [{"host": "a", "count": 8, "platform": "gpu", "kind": "H800", "ids": list(range(8)), "visible": "all",
+            "runtime": ""}, {"host": "a", "count": 8, "platform": "gpu", "kind": "H800", "ids": list(range(8)),
+                             "visible": "all", "runtime": ""}]
+    row = measures.devices_row(two, 8)  # two processes on one host driving the same GPUs
+    assert not row.ok and "process(es) [1] drive a GPU another process on their host drives too" in row.detail
+    assert not measures.clock_row(2.5, 1.0, 2).ok and measures.clock_row(0.01, 1.0, 2).ok
+    rows = measures.input_rows([{"host": "a", "error": None, "videos": 100, "seconds": 1.0},
+                                {"host": "b", "error": None, "videos": 10, "seconds": 1.0}], 64, 2, 1.0, "/d")
+    assert rows[1].detail.startswith("b below need")  # 32 videos per step per host, 1 s per step
+
+
+@pytest.mark.slow
+def test_preflight_sbatch_runs_the_checks_on_every_task(tiny_synthetic, tmp_path):
+    from test_launch import free_slurm_job_id
+
+    bindir = tmp_path / "bin"
+    fake_slurm.install(bindir)
+    log = tmp_path / "slurm.log"
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_SLURM_LOG": str(log), "REPO": REPO,
+           "PYTHON": sys.executable, "SLURM_JOB_ID": str(free_slurm_job_id()), "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "localhost",
+           "SLURM_CPUS_PER_TASK": "2", "SLURM_SUBMIT_DIR": REPO, "DATA_DIR": str(tiny_synthetic),
+           "RUN_DIR": str(tmp_path / "runs" / "pp"), "CONFIG": CONFIG, "JAX_PLATFORMS": "cpu", "SKIP_REHEARSAL": "1",
+           "INPUT_SECONDS": "2", "ENV_FILE": "/dev/null"}
+    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "XLA_FLAGS"):
+        env.pop(key, None)
+    r = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm", "preflight.sbatch")], env=env,
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (verdict,) = (tmp_path / "runs" / "pp" / "preflight").glob("*/verdict.json")
+    rows = {row.check: row for row in read(str(verdict))}
+    assert rows["every process started"].figure == "2 of 2 processes"  # SLURM_NTASKS, through srun
+    assert "srun --kill-on-bad-exit=0 --cpu-bind=none" in log.read_text()
+    assert "step time assumed 0.08250 s" in r.stdout  # 0.165 GPU-seconds per step over 2 tasks
