@@ -14,7 +14,6 @@ import time
 
 import fake_slurm
 import pytest
-import yaml
 from conftest import REPO
 from fake_slurm import executable
 
@@ -362,35 +361,11 @@ def test_h800_env_keeps_no_nccl_debugging_override():
 
 
 def test_shellcheck_passes_on_every_shell_script():
-    scripts = [os.path.join(REPO, ".ci", "run"), SBATCH, os.path.join(REPO, "launch", "slurm", "h800.env")]
+    scripts = [os.path.join(REPO, ".ci", "run"), os.path.join(REPO, "launch", "slurm", "h800.env")]
+    scripts += glob.glob(os.path.join(REPO, "launch", "slurm", "*.sbatch"))
+    assert len(scripts) >= 5, scripts  # train, preflight and convert
     scripts += glob.glob(os.path.join(REPO, "**", "*.sh"), recursive=True)
     shellcheck = os.path.join(os.path.dirname(sys.executable), "shellcheck")
     r = subprocess.run([shellcheck, "--external-sources", *sorted(set(scripts))], capture_output=True, text=True,
                        cwd=REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-
-# --------------------------------------------------------------------------------------------- Kubernetes
-
-
-def test_jobset_wires_the_coordinator_and_the_exit_codes():
-    with open(os.path.join(REPO, "launch", "k8s", "jobset.yaml")) as f:
-        jobset = yaml.safe_load(f)
-    name, (rjob,) = jobset["metadata"]["name"], jobset["spec"]["replicatedJobs"]
-    job = rjob["template"]["spec"]
-    pod = job["template"]["spec"]
-    (container,) = pod["containers"]
-    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-    port = container["ports"][0]["containerPort"]
-    # JobSet's pod names: <jobset>-<replicated job>-<job index>-<pod index>.<jobset> (the headless service).
-    assert env["JAX_COORDINATOR_ADDRESS"] == f"{name}-{rjob['name']}-0-0.{name}:{port}"
-    assert int(env["JAX_NUM_PROCESSES"]) == job["parallelism"] == job["completions"]
-    assert job["completionMode"] == "Indexed" and job["backoffLimit"] == 0 and pod["restartPolicy"] == "Never"
-    assert "job-completion-index" in env["JAX_PROCESS_ID"]["fieldRef"]["fieldPath"]
-    (rule,) = job["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == list(exits.FINAL)  # never restarted
-    assert jobset["spec"]["failurePolicy"]["rules"][0] == {"action": "FailJobSet",
-                                                           "onJobFailureReasons": ["PodFailurePolicy"]}
-    assert jobset["spec"]["failurePolicy"]["maxRestarts"] > 0  # exits.RESTART codes restart the whole set
-    assert container["command"] == ["python", "-m", "trainer.main"]
-    assert any(a.startswith("--workdir=") for a in container["args"])
-    assert pod["terminationGracePeriodSeconds"] >= 60
