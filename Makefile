@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-# The GPU environment (CUDA 12, NVIDIA driver >= 525.60.13): the same .venv with jax's CUDA plugin and NVIDIA's
-# wheels, every one pinned by constraints-cuda.txt. Run it on a GPU node (or in the image: launch/k8s/Dockerfile).
+# make install-cuda: the GPU environment (CUDA 12, NVIDIA driver >= 525.60.13): the same .venv with jax's CUDA
+# plugin and NVIDIA's wheels, each pinned by constraints-cuda.txt. On a GPU node, or in launch/k8s/Dockerfile.
 install-cuda: $(VENV)/.installed-cuda
 
 $(VENV)/.installed-cuda: pyproject.toml constraints.txt constraints-cuda.txt

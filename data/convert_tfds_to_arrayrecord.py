@@ -2,7 +2,7 @@
 
     python -m data.convert_tfds_to_arrayrecord --tfds_dir ~/tfds --dataset movi_e/128x128:1.0.0 \
         --out_dir ~/data/movi_e_128 --num_workers 8
-    # on a cluster, one array task per slice of the shards (rerun any task: finished shards are skipped):
+    # on a SLURM cluster, launch/slurm/convert.sbatch runs one array task per slice of the shards:
     python -m data.convert_tfds_to_arrayrecord ... --task_index $SLURM_ARRAY_TASK_ID --num_tasks 32
 
 One TFRecord shard becomes one ArrayRecord shard (group_size:1). Each output shard is written under a

@@ -94,3 +94,34 @@ def test_cuda_environment_is_pinned_in_its_own_constraints_file():
     assert {"nvidia-cudnn-cu12", "nvidia-nccl-cu12", "nvidia-cublas-cu12"} <= set(pins)
     makefile = open(os.path.join(REPO, "Makefile")).read()
     assert "-c constraints.txt -c constraints-cuda.txt" in makefile and "install-cuda:" in makefile
+
+
+def _commands(text: str) -> list[str]:
+    """Shell lines with their continuations joined, comment markers and repeated spaces removed."""
+    out, current = [], ""
+    for raw in text.splitlines():
+        line = raw.strip().lstrip("#").strip()
+        current = f"{current} {line}".strip() if current else line
+        if current.endswith("\\"):
+            current = current[:-1].strip()
+            continue
+        out.append(" ".join(current.split()))
+        current = ""
+    return out
+
+
+def test_readme_cluster_walkthrough_uses_the_scripts_own_commands():
+    """Every command of the README's SLURM walk-through that runs one of our scripts is the usage line that
+    script documents (and its test runs)."""
+    readme = open(os.path.join(REPO, "README.md")).read()
+    section = readme[readme.index("### SLURM on H800 nodes"):readme.index("**The preflight**")]
+    walk = _commands(section.split("```bash")[1].split("```")[0])
+    ours = [c for c in walk if c.startswith(("bash ", "make ", "TFDS_DIR=", "DATA_DIR="))]
+    assert len(ours) == 5, ours  # install, download, convert, preflight, train
+    sources = ["Makefile", "data/download_movi.sh", "launch/slurm/convert.sbatch", "launch/slurm/preflight.sbatch",
+               "launch/slurm/train.sbatch"]
+    documented = set()
+    for path in sources:
+        documented.update(_commands(open(os.path.join(REPO, path)).read()))
+    for command in ours:
+        assert any(command in line for line in documented), command

@@ -135,3 +135,14 @@ def test_cli_refuses_a_bad_config_before_opening_data_or_compiling(tmp_path):
     assert "data.depth_transform='log'" in r.stderr
     assert "data directory does not exist" not in r.stderr and "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "w")  # nothing was created either
+
+
+def test_cli_expands_the_home_directory_in_the_workdir_and_the_data_dir(tmp_path):
+    """The README's `--config.data.data_dir=~/data/...`: bash leaves `~` after `=` alone, so the trainer expands it."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "trainer.main", "--config", "configs/tiny.py", "--workdir=~/w",
+                        "--config.data.data_dir=~/movi_e_128"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"{tmp_path}/movi_e_128" in r.stderr and "~" not in r.stderr.split("error:")[-1], r.stderr[-2000:]
+    assert os.path.isdir(tmp_path / "w") and not os.path.exists(os.path.join(REPO, "~"))
