@@ -13,14 +13,14 @@ from fake_slurm import executable
 from data.records import shards
 
 # gsutil cp -r SRC DEST: into an existing directory DEST, SRC's last name becomes a subdirectory; into a missing
-# DEST, DEST itself becomes the copy. gs://BUCKET/PATH is read from $FAKE_GCS/BUCKET/PATH.
+# DEST, DEST itself becomes the copy (its parents created). gs://BUCKET/PATH is read from $FAKE_GCS/BUCKET/PATH.
 GSUTIL = """#!/bin/bash
 echo "gsutil $*" >> "$FAKE_GCS_LOG"
 while [[ $1 == -* ]]; do shift; done
 [ "$1" = cp ] || exit 2; shift
 [ "$1" = -r ] || exit 2; shift
 src=$FAKE_GCS/${1#gs://} dest=${2%/}
-if [ -d "$dest" ]; then cp -r "$src" "$dest/"; else cp -r "$src" "$dest"; fi
+if [ -d "$dest" ]; then cp -r "$src" "$dest/"; else mkdir -p "$(dirname "$dest")" && cp -r "$src" "$dest"; fi
 """
 
 

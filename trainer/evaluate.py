@@ -14,9 +14,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from configs.validate import eval_batch_size
 from data import pictures
 from data.pipeline import datasets
-from configs.validate import eval_batch_size
 from trainer import baselines, metrics, steps, writers
 from trainer.exits import BadInput
 from trainer.mesh import global_batch
