@@ -97,6 +97,7 @@ def test_launcher_passes_ctrl_c_on_and_ends_with_its_children(tiny_synthetic, tm
     assert proc.returncode != 0 and all(gone(c) for c in children), out[-2000:]
 
 
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")  # the child execs python at once
 def test_launcher_signal_handler_never_waits_for_the_output_lock():
     """The handler runs in the main thread, possibly inside say() with the lock held: it must not take it."""
     from launch.local import Group

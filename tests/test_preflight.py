@@ -60,6 +60,14 @@ def test_each_check_fails_on_the_fault_it_is_for(tiny_synthetic, tmp_path):
     assert "below need" in rows["input keeps up on every host"].detail
 
 
+@pytest.mark.slow
+def test_the_rehearsal_fails_when_no_checkpoint_comes_in_time(tiny_synthetic, tmp_path):
+    r, rows = preflight(tiny_synthetic, tmp_path / "run", "--rehearsal_timeout_seconds", "1")
+    assert r.returncode == 1
+    row = rows["SIGTERM reaches every process and it saves"]
+    assert not row.ok and row.figure == "no checkpoint" and "within 1 s" in row.detail
+
+
 def test_judgements():
     assert not measures.all_reduce_row({"got": [9.0], "expected": 10.0, "devices": 4, "seconds": 1.0,
                                         "bus_gb_per_s": 1.0}).ok
@@ -67,11 +75,10 @@ def test_judgements():
                                     "bus_gb_per_s": 1.0}).ok
     assert not measures.processes_row(15, 16).ok and measures.processes_row(16, 16).ok
     assert measures.bus_bandwidth(1000, 1.0, 8) == 1000 * 2 * 7 / 8  # nccl-tests' all-reduce bus bandwidth
-    two = [{"host": "a", "count": 8, "platform": "gpu", "kind": "H800", "ids": list(range(8)), "visible": "all",
-            "runtime": ""}, {"host": "a", "count": 8, "platform": "gpu", "kind": "H800", "ids": list(range(8)),
-                             "visible": "all", "runtime": ""}]
-    row = measures.devices_row(two, 8)  # two processes on one host driving the same GPUs
-    assert not row.ok and "process(es) [1] drive a GPU another process on their host drives too" in row.detail
+    four = [{"host": "a", "count": n, "platform": "gpu", "kind": "H800", "visible": "all", "runtime": ""}
+            for n in (8, 8, 1, 8)]
+    row = measures.devices_row(four, 8)  # a process that JAX gave one GPU of its node
+    assert not row.ok and "process(es) [2] see [1] device(s), expected 8" in row.detail
     assert not measures.clock_row(2.5, 1.0, 2).ok and measures.clock_row(0.01, 1.0, 2).ok
     rows = measures.input_rows([{"host": "a", "error": None, "videos": 100, "seconds": 1.0},
                                 {"host": "b", "error": None, "videos": 10, "seconds": 1.0}], 64, 2, 1.0, "/d")

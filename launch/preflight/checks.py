@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -90,8 +91,7 @@ def expected_devices() -> int | None:
 def device_facts() -> dict:
     devices = jax.local_devices()
     return {"host": socket.gethostname(), "count": len(devices), "platform": devices[0].platform,
-            "kind": devices[0].device_kind, "ids": [getattr(d, "local_hardware_id", None) for d in devices],
-            "visible": jax.config.values.get("jax_cuda_visible_devices"),
+            "kind": devices[0].device_kind, "visible": jax.config.values.get("jax_cuda_visible_devices"),
             "runtime": getattr(devices[0].client, "platform_version", "")}
 
 
@@ -229,6 +229,9 @@ def measure(config, workdir: str, out: str) -> bool:
         write(out, rows)
         print(table(rows), flush=True)
     peers.barrier("done")
+    if peers.index == 0:
+        for d in shared_dirs:
+            shutil.rmtree(d, ignore_errors=True)
     return peers.index != 0 or all(r.ok for r in rows)
 
 
