@@ -1,7 +1,7 @@
 """The trainer's exit codes: what each one means, whether a scheduler should start the job again, and which
-errors lead to it. The one place that defines them: trainer.main exits with them, launch/local.py,
-launch/slurm/train.sbatch (through `python -m trainer.exits restart CODE`), bench/ and the tests read them, and
-a test checks launch/k8s/jobset.yaml against them.
+errors lead to it. The one place that defines them: trainer.main exits with them (and, with --exit_record_dir,
+records each process's code: `record`), launch/requeue.py (which train.sbatch asks), launch/local.py, bench/ and
+the tests read them, and a test checks launch/k8s/jobset.yaml against them.
 
 Errors are mapped by what they mean, not by their base class (`classify`):
 - our own bad-input errors (a config rule, missing or corrupt data, an unwritable workdir, no checkpoint that
@@ -138,7 +138,7 @@ def classify(exc: BaseException, training_started: bool, newest_checkpoint: str)
         return Outcome(FENCED, str(exc))
     if isinstance(exc, Resumable):
         return Outcome(FILESYSTEM, str(exc))
-    # Imported here: `python -m trainer.exits restart CODE`, which the sbatch script runs, needs neither.
+    # Imported here: `python -m trainer.exits` and launch/requeue.py need neither.
     from configs.validate import ConfigError
     from data.records.codec import DataError
 
