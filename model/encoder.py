@@ -13,9 +13,10 @@ import jax.numpy as jnp
 from model.layers import CNN, Dtype, PositionEmbedding, Transformer
 
 
-def group_norm(name: str, dtype: Dtype) -> nn.GroupNorm:
+def group_norm(name: str, dtype: Dtype, scale_init=nn.initializers.ones) -> nn.GroupNorm:
     # Named *_bn in the original (BatchNorm-era names), but GroupNorm(32), eps 1e-6, exact variance.
-    return nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False, dtype=dtype, name=name)
+    return nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False, dtype=dtype, scale_init=scale_init,
+                        name=name)
 
 
 class ResNetBlock(nn.Module):
@@ -30,7 +31,9 @@ class ResNetBlock(nn.Module):
         conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,
                                              dtype=self.dtype, name=name)
         y = nn.relu(group_norm("bn1", self.dtype)(conv(self.features, 3, self.stride, "conv1")(x)))
-        y = group_norm("bn2", self.dtype)(conv(self.features, 3, 1, "conv2")(y))
+        # The residual branch's last norm starts at scale 0, as the original's: every block starts as the identity
+        # (tests/test_init.py checks the whole fresh init against the original's).
+        y = group_norm("bn2", self.dtype, nn.initializers.zeros)(conv(self.features, 3, 1, "conv2")(y))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             shortcut = group_norm("proj_bn", self.dtype)(conv(self.features, 1, self.stride, "proj_conv")(x))
