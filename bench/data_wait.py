@@ -64,7 +64,7 @@ def run(quick: bool, movi_sample: str, log=print) -> Section:
         workers = os.cpu_count() or 1
         log(f"  data wait: STATM-SAVi++ input chain with {workers} Grain workers")
         convert(movi_sample, "movi_a/128x128:1.0.0", pp_data, num_workers=1, log=lambda *a: None)
-        shares = train(os.path.join(REPO, "configs", "movi_e_statm_savi_pp.py"), pp_data, os.path.join(tmp, "pp"),
+        shares = train(os.path.join(REPO, "configs", "statm_savi_pp.py") + ":movi_e", pp_data, os.path.join(tmp, "pp"),
                        steps, every, [*PP_SHAPED, "--config.batch_size=2", "--config.eval_batch_size=2",
                                            f"--config.data.worker_count={workers}"])
         measures.append(Measure("data-wait share of step time, STATM-SAVi++ input chain", 100 * statistics.median(

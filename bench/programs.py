@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import movi_a_statm_savi_small, movi_e_statm_savi_pp, tiny
+from configs import statm_savi, statm_savi_pp, tiny
 from data import batch as batch_lib
 from model import build
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer import steps
 
-CONFIGS = {"s": movi_a_statm_savi_small.get_config, "pp": movi_e_statm_savi_pp.get_config,
+CONFIGS = {"s": lambda: statm_savi.get_config("movi_a"), "pp": lambda: statm_savi_pp.get_config("movi_e"),
            "tiny": tiny.get_config}
 LABELS = {"s": "STATM-SAVi (S)", "pp": "STATM-SAVi++", "tiny": "tiny (tests' config)"}
 # The original as our model runs it: the same step unrolled over time in Python, with XLA's transposed

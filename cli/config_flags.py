@@ -25,12 +25,14 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """FILE.py or FILE.py:ARG (get_config(ARG), as ml_collections' config_flags passes it)."""
+    path, _, arg = path.partition(":")
     if not os.path.exists(path):
         raise FileNotFoundError(f"config file {path!r} not found (e.g. --config configs/demo.py)")
     spec = importlib.util.spec_from_file_location("_statm_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def unknown_overrides(argv: list[str], flag: str = "config") -> tuple[str | None, list[str], list[str]]:
@@ -53,7 +55,7 @@ def check_config_overrides(argv: list[str], flag: str = "config") -> None:
     """Exits with status 2 and a helpful message when the config file is missing or a key is unknown."""
     try:
         path, unknown, valid = unknown_overrides(argv, flag)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # ValueError: get_config's own refusal (an unknown variant)
         sys.exit(f"error: {e}")
     if unknown:
         hints = [f"--{flag}.{k} (did you mean {', '.join(difflib.get_close_matches(k, valid, 2)) or 'none'}?)"

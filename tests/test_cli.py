@@ -31,7 +31,7 @@ def test_missing_config_and_data(tmp_path):
 
 def test_smoke_run_on_synthetic_data(tiny_synthetic, tmp_path):
     # The small real config shrunk to the tiny data: its train batches carry flow, as uint8 colour codes.
-    r = run("data.tools.smoke", "--config", "configs/movi_a_statm_savi_small.py",
+    r = run("data.tools.smoke", "--config", "configs/statm_savi.py:movi_a",
             f"--config.data.data_dir={tiny_synthetic}", "--config.data.resolution=32",
             "--config.model.decoder.resolution=4", "--config.data.eval_frames=12", "--config.batch_size=4",
             "--config.eval_batch_size=4", "--workdir", str(tmp_path / "w"), "--num_batches", "3")

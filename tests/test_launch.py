@@ -296,7 +296,7 @@ def test_sbatch_starts_one_process_per_task_with_its_rank_and_requeues_on_75(tmp
     assert {p["count"] for p in probes} == {2}
     assert {p["coordinator"] for p in probes} == {f"localhost:{65535 - 4095 + job % 4096}"}  # JAX's SLURM rule
     argv = probes[0]["argv"]
-    assert argv[:4] == ["-m", "trainer.main", "--config", os.path.join(REPO, "configs", "movi_e_statm_savi_pp.py")]
+    assert argv[:4] == ["-m", "trainer.main", "--config", os.path.join(REPO, "configs", "statm_savi_pp.py") + ":movi_e"]
     assert {"--workdir", str(tmp_path / "runs" / "pp"), "--config.data.data_dir=/data/movi_e",
             f"--config.compilation_cache_dir={tmp_path / 'runs' / 'jax_compilation_cache'}",
             "--config.num_train_steps=10"} <= set(argv)

@@ -164,16 +164,17 @@ def test_conditioning_uses_what_it_says(conditioning):
         assert "LearnedStateInit_0" in params and not np.allclose(base[:, :, 1], base[:, :, 2])  # slots differ
 
 
-REAL = {  # config file: (trainable params = the original's count minus its fixed coordinate grids, resolution)
-    "movi_a_statm_savi_small": (961_572 - 8_320, 64),
-    "movi_a_savi_small": (895_268 - 8_320, 64),
-    "movi_e_statm_savi_pp": (23_264_389 - 640, 128),
-    "movi_e_savi_pp": (23_132_165 - 640, 128),
+REAL = {  # config file:variant: (trainable params = the original's count minus its fixed coordinate grids, resolution)
+    "statm_savi:movi_a": (961_572 - 8_320, 64),
+    "savi:movi_a": (895_268 - 8_320, 64),
+    "statm_savi_pp:movi_e": (23_264_389 - 640, 128),
+    "savi_pp:movi_e": (23_132_165 - 640, 128),
 }
 
 
 def load_config(name):
-    return importlib.import_module(f"configs.{name}").get_config()
+    module, _, variant = name.partition(":")
+    return importlib.import_module(f"configs.{module}").get_config(*([variant] if variant else []))
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -197,7 +198,7 @@ def test_real_sizes_shapes_and_parameter_counts(name):
 
 
 def test_real_small_model_train_step_compiles():
-    model = build.build_model(load_config("movi_a_statm_savi_small").model, 11)
+    model = build.build_model(load_config("statm_savi:movi_a").model, 11)
     params = jax.eval_shape(lambda: build.init_params(model, 1, 6, 64, 10))
     video = jax.ShapeDtypeStruct((1, 6, 64, 64, 3), jnp.float32)
     boxes = jax.ShapeDtypeStruct((1, 6, 10, 4), jnp.float32)

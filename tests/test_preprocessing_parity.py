@@ -10,10 +10,10 @@ from conftest import REFERENCE_EVAL, REPO
 
 # chain -> the config and overrides that produce it (no code edits: config alone)
 CHAINS = {
-    "savi_s_eval": ("configs/movi_a_statm_savi_small.py", []),
-    "savi_m_eval": ("configs/movi_a_statm_savi_small.py", ["--config.data.resolution=128",
+    "savi_s_eval": ("configs/statm_savi.py:movi_a", []),
+    "savi_m_eval": ("configs/statm_savi.py:movi_a", ["--config.data.resolution=128",
                                                           "--config.model.decoder.resolution=16"]),
-    "savipp_eval": ("configs/movi_e_statm_savi_pp.py", ["--config.max_instances=10"]),
+    "savipp_eval": ("configs/statm_savi_pp.py:movi_e", ["--config.max_instances=10"]),
 }
 KEYS = ("video", "segmentations", "flow", "depth", "boxes", "padding_mask", "shape")
 

@@ -10,12 +10,15 @@ import pytest
 from conftest import REPO
 
 from configs import validate as V
+from configs import variants
 
-CONFIGS = ("demo", "movi_a_statm_savi_small", "movi_a_savi_small", "movi_e_statm_savi_pp", "movi_e_savi_pp")
+PAPER = ("statm_savi", "statm_savi_pp", "savi", "savi_pp")  # each with a MOVi variant: configs/variants.py
+CONFIGS = ("demo", "tiny", *(f"{m}:{v}" for m in PAPER for v in variants.VARIANTS))
 
 
 def config(name="demo"):
-    return importlib.import_module(f"configs.{name}").get_config()
+    module, _, variant = name.partition(":")
+    return importlib.import_module(f"configs.{module}").get_config(*([variant] if variant else []))
 
 
 def problems_after(**changes):
@@ -95,7 +98,7 @@ def test_batch_must_split_over_devices_processes_and_micro_batches():
 
 
 # The cluster layouts the README promises: 1, 2, 4 and 8 nodes of 8 GPUs, one process per GPU or per node.
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "demo"])
+@pytest.mark.parametrize("name", [n for n in CONFIGS if ":" in n])
 @pytest.mark.parametrize("devices", [8, 16, 32, 64])
 def test_cluster_configs_are_valid_on_1_to_8_nodes(name, devices):
     c = config(name)
@@ -146,3 +149,20 @@ def test_cli_expands_the_home_directory_in_the_workdir_and_the_data_dir(tmp_path
     assert r.returncode == 1, r.stderr[-2000:]
     assert f"{tmp_path}/movi_e_128" in r.stderr and "~" not in r.stderr.split("error:")[-1], r.stderr[-2000:]
     assert os.path.isdir(tmp_path / "w") and not os.path.exists(os.path.join(REPO, "~"))
+
+
+def test_each_paper_config_changes_per_variant_what_its_docstring_says():
+    for v in variants.VARIANTS:
+        few = v in ("movi_a", "movi_b", "movi_c")
+        pp = config(f"statm_savi_pp:{v}")
+        assert (pp.max_instances, pp.num_slots) == ((10, 11) if few else (23, 24))
+        assert pp.model.recurrence.num_iterations == (2 if few else 1) and pp.eval_slice_size == (6 if few else 24)
+        assert config(f"statm_savi:{v}").max_instances == (10 if few else 23)
+        assert config(f"savi:{v}").max_instances == config(f"savi_pp:{v}").max_instances == 23
+    assert config("savi_pp:movi_e").num_train_steps == 500_000  # SAVi's savi++_conditional.py
+    assert {config(f"{m}:movi_a").num_train_steps for m in ("statm_savi", "statm_savi_pp", "savi")} == {100_000}
+    for module in PAPER:
+        doc = importlib.import_module(f"configs.{module}").__doc__
+        assert f"--config configs/{module}.py:movi_" in doc and ".py (" in doc  # the command, and its source
+    with pytest.raises(ValueError, match="unknown MOVi variant 'movi_f'"):
+        config("statm_savi:movi_f")

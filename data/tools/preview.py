@@ -1,6 +1,6 @@
 """Dump preprocessed eval examples (exactly what the model is fed) to .npz, plus PNG previews.
 
-    python -m data.tools.preview --config configs/movi_a_statm_savi_small.py --config.data.data_dir=DIR \
+    python -m data.tools.preview --config configs/statm_savi.py:movi_a --config.data.data_dir=DIR \
         --split validation --num_examples 2 --out /tmp/preview.npz --png_dir /tmp/preview_png
 
 Keys: `<video_name>/<key>` for video, segmentations, flow, depth, boxes, padding_mask (and shape).
