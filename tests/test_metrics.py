@@ -90,3 +90,18 @@ def test_padding_and_mean_over_videos():
     # ids > K vanish from the ground truth, as in the original's one-hot
     m = metrics.video_metrics(np.array([[[[0, 5]]]]), np.array([[[[0, 1]]]]), 3, 2)
     assert float(m["ari"][0]) == 1.0
+
+
+def test_the_two_miou_definitions_differ_where_frames_differ():
+    """Object 1 is in both frames; its slot covers it exactly in frame 0 and paints 3 extra pixels in frame 1:
+    video IoU = (2 + 2) / (2 + 5) = 4/7; frame IoU = (1 + 2/5) / 2 = 0.7. Object 2 appears in frame 1 only and is
+    found exactly: 1 either way (the empty frame 0 counts for neither)."""
+    true = np.zeros((1, 2, 2, 4), np.int32)
+    true[0, 0, 0, :2] = 1
+    true[0, 1, 0, :2] = 1
+    true[0, 1, 1, 3] = 2
+    pred = true.copy()
+    pred[0, 1, 1, :3] = 1
+    m = metrics.video_metrics(true, pred, 3, 2)
+    assert float(m["miou"][0]) == pytest.approx((4 / 7 + 1) / 2)
+    assert float(m["miou_per_frame"][0]) == pytest.approx((0.7 + 1) / 2)

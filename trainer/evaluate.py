@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from configs.validate import eval_batch_size
 from data import pictures
 from data.pipeline import datasets
-from trainer import baselines, metrics, steps, writers
+from trainer import baselines, checkpoint, metrics, steps, writers
 from trainer.exits import BadInput
 from trainer.mesh import global_batch
 from trainer.run import Run, setup
@@ -60,7 +60,7 @@ def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | Non
                                                        jax.process_index(), jax.process_count()), 1):
         batch = global_batch(local, run.mesh)
         out = eval_step(params, {k: v for k, v in batch.items() if k != "mask"})
-        host = {k: to_host(out[k]) for k in ("ari", "fg_ari", "miou", "has_objects")}
+        host = {k: to_host(out[k]) for k in ("ari", "fg_ari", "miou", "miou_per_frame", "has_objects")}
         mask, boxes, gt = to_host(batch["mask"]), to_host(batch["boxes"]), to_host(batch["segmentations"])
         valid = to_host(batch["padding_mask"])
         model_acc.update(host, mask)
@@ -95,21 +95,50 @@ def evaluate_and_log(run: Run, eval_step, params: Any, step: int,
     return result
 
 
+def protocol(config: ml_collections.ConfigDict, num_videos: int) -> dict[str, Any]:
+    """What an evaluation number means, for comparing it with a paper's table (README, "Evaluation protocol")."""
+    c, d = config, config.data
+    memory = c.model.recurrence.memory_size
+    return {
+        "split": f"{d.eval_split} ({num_videos} videos)",
+        "frames": f"the first {d.eval_frames}, frame 0 (the conditioning frame) included",
+        "buffer": (f"restarts every {c.eval_slice_size} frames (eval_slice_size)" if c.eval_slice_size else
+                   "one buffer over all frames (eval_slice_size=0)")
+        + (f", window of {memory} frames" if memory else ""),
+        "conditioning": {"boxes": "first-frame boxes", "center_of_mass": "first-frame box centres",
+                         "none": "learned slots"}[c.conditioning_key] + f", K={c.max_instances}",
+        "metrics": "per video over all its frames, then the mean over videos, in %: ARI; FG-ARI (ground-truth "
+                   "background pixels left out); miou (one IoU per object over the video) and miou_per_frame (per-"
+                   "frame IoU averaged over the frames where the object or its slot appears), slot k paired with "
+                   "object k",
+    }
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> dict[str, Any]:
-    """--mode eval: the latest checkpoint (or `step`) on the full validation split; pictures to pictures_eval/."""
+    """--mode eval on the full validation split, pictures to pictures_eval/: the latest checkpoint in WORKDIR (or
+    `step`); with no checkpoint there and config.init_from set, the parameters in init_from (converted weights of
+    the original: `python -m model.seed_import convert`), labelled step 0."""
     run = setup(config, workdir, mode="eval")
     try:
         available = run.checkpoints.all_steps()
-        step = run.checkpoints.latest_step() if step is None else step
-        if step is None or step not in available:
-            raise BadInput(f"no checkpoint {'' if step is None else step} in {run.checkpoints.directory} "
-                           f"(available: {list(available)})")
-        state, _, _ = run.checkpoints.restore(step, run.abstract_state)
-        result = evaluate(run, make_eval_step(run), state.params, step, os.path.join(run.workdir, "pictures_eval"),
+        if step is None and not available and config.init_from:
+            source = f"init_from={config.init_from}"
+            params, step = checkpoint.restore_params(config.init_from, run.abstract_state.params), 0
+        else:
+            step = run.checkpoints.latest_step() if step is None else step
+            if step is None or step not in available:
+                hint = "" if config.init_from else "; to evaluate converted weights, pass --config.init_from=DIR"
+                raise BadInput(f"no checkpoint {'' if step is None else step} in {run.checkpoints.directory} "
+                               f"(available: {list(available)}){hint}")
+            source = f"checkpoint {step} in {run.checkpoints.directory}"
+            params = run.checkpoints.restore(step, run.abstract_state)[0].params
+        if run.is_primary:
+            print(f"evaluating the parameters of {source}", flush=True)
+        result = evaluate(run, make_eval_step(run), params, step, os.path.join(run.workdir, "pictures_eval"),
                           stop=run.checkpoints.evaluation_polls(0))
     finally:
         run.close()
-    return {"step": step, **result}
+    return {"step": step, "parameters": source, **result, "protocol": protocol(config, len(run.eval_source))}
 
 
 def _pictures(batch, out, mask, picture_dir, step, n, writer, is_primary) -> int:

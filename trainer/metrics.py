@@ -3,12 +3,15 @@
 All metrics are per video over all its frames jointly (frame 0, the conditioning frame, included), and
 pixels with padding_mask == 0 are ignored. Dataset scores are means over real (mask=True) videos.
 
-mIoU (absent from the original code; our definition, also in the README): slot k is paired with ground-truth
-object k (slot 0 is the background slot, conditioned on the zero box; slot k on object k's first-frame box;
-segmentation id k = object k). For every object present in a video (at least one valid pixel in any frame),
-IoU_k = sum_t |P_k,t ∩ G_k,t| / sum_t |P_k,t ∪ G_k,t|, one IoU per object over the whole video, frames where
-the object is absent included (a slot that paints pixels there is penalised). A video's mIoU is the mean over
-its present objects; videos without objects are left out; the dataset mIoU is the mean over videos.
+mIoU is implemented in neither the SAVi nor the STATM code, and neither paper defines it, so two definitions are
+reported, named (also in the README). Both pair slot k with ground-truth object k (slot 0 is the background slot,
+conditioned on the zero box; slot k on object k's first-frame box; segmentation id k = object k), both count only
+objects present in the video (at least one valid pixel in any frame) and both are means over objects, then over
+videos (videos without objects are left out):
+- `miou` (video IoU): IoU_k = sum_t |P_k,t ∩ G_k,t| / sum_t |P_k,t ∪ G_k,t|, one IoU per object over the whole
+  video; frames where the object is absent count (a slot that paints pixels there is penalised);
+- `miou_per_frame` (frame IoU, as video object segmentation's J): IoU_k,t per frame, averaged over the frames
+  where the object or its slot has a pixel (union > 0); a frame where both are empty counts for neither.
 """
 
 from __future__ import annotations
@@ -57,6 +60,22 @@ def conditional_miou(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_objects: 
     return jnp.sum(iou, axis=1) / jnp.maximum(count, 1), count > 0
 
 
+def conditional_miou_per_frame(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_objects: int,
+                               padding_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    """(B, T, H, W) ids -> per-video mean over present objects of each object's mean per-frame IoU (B,)."""
+    valid = jnp.ones_like(true_ids, bool) if padding_mask is None else padding_mask.astype(bool)
+    k = jnp.arange(1, num_objects + 1)
+    g = (true_ids[..., None] == k) & valid[..., None]  # (B, T, H, W, K)
+    p = (pred_ids[..., None] == k) & valid[..., None]
+    inter = jnp.sum(g & p, axis=(2, 3)).astype(jnp.float32)  # (B, T, K)
+    union = jnp.sum(g | p, axis=(2, 3)).astype(jnp.float32)
+    counted = union > 0
+    per_object = jnp.sum(jnp.where(counted, inter / jnp.maximum(union, 1), 0.0), axis=1) / jnp.maximum(
+        jnp.sum(counted, axis=1), 1)  # (B, K)
+    present = jnp.any(g, axis=(1, 2, 3))
+    return jnp.sum(jnp.where(present, per_object, 0.0), axis=1) / jnp.maximum(jnp.sum(present, axis=1), 1)
+
+
 def video_metrics(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_slots: int, max_instances: int,
                   padding_mask: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
     """Per-video ARI, FG-ARI, mIoU (+ which videos have objects), for (B, T, H, W) ids."""
@@ -66,6 +85,7 @@ def video_metrics(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_slots: int, 
         "fg_ari": adjusted_rand_index(true_ids, pred_ids, max_instances + 1, num_slots, padding_mask,
                                       ignore_background=True),
         "miou": miou,
+        "miou_per_frame": conditional_miou_per_frame(true_ids, pred_ids, max_instances, padding_mask),
         "has_objects": has_objects,
     }
 
@@ -82,8 +102,8 @@ class MeanOverVideos:
         import numpy as np
 
         mask = np.asarray(mask, bool)
-        for name in ("ari", "fg_ari", "miou"):
-            keep = mask & np.asarray(per_video["has_objects"], bool) if name == "miou" else mask
+        for name in ("ari", "fg_ari", "miou", "miou_per_frame"):
+            keep = mask & np.asarray(per_video["has_objects"], bool) if name.startswith("miou") else mask
             self.sums[name] = self.sums.get(name, 0.0) + float(np.asarray(per_video[name], np.float64)[keep].sum())
             self.counts[name] = self.counts.get(name, 0) + int(keep.sum())
 

@@ -73,11 +73,12 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
         if run.is_primary:
             print(f"resumed from step {step} (data position {data_state})", flush=True)
         return state, int(meta.get("skipped_updates", 0)), True
-    init = jax.jit(run.init_params, out_shardings=run.replicated).lower()
-    params = init.compile(compiler_options=build.INIT_COMPILER_OPTIONS)()
-    if c.init_from:
+    if c.init_from:  # restored straight onto the devices: no fresh init is compiled only to be replaced
         params = checkpoint.restore_params(c.init_from, run.abstract_state.params)
-    elif c.readout_bias_init == "target_mean":
+    else:
+        init = jax.jit(run.init_params, out_shardings=run.replicated).lower()
+        params = init.compile(compiler_options=build.INIT_COMPILER_OPTIONS)()
+    if not c.init_from and c.readout_bias_init == "target_mean":
         means = datasets.target_means(train_ds, run.train_schema, run.targets, c.batch_size)
         log.info("readout biases from the first %d training videos: %s", c.batch_size,
                  {k: v.round(4).tolist() for k, v in means.items()})
