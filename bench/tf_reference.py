@@ -9,8 +9,8 @@ TFRecord shard itself:
     min_object_covered 0.75, aspect 3/4..4/3, area 0.08..1) with bilinear / nearest resize and flow rescaling,
     log(1 + depth), flow_to_rgb -> batches of 8.
 With --cached_decode the decoded videos are held in memory (tf.data cache) and only the chain is timed.
-Parsing only the keys the chain reads is what TF's graph optimiser does for TFDS's own `as_dataset` (DATA.md
-§5.1), so this is the strong form of the baseline.
+Parsing only the keys the chain reads is what TF's graph optimiser does for TFDS's own `as_dataset`, so this
+is the strong form of the baseline.
 
     .venv-tf/bin/python bench/tf_reference.py SHARD [--seconds S] [--rounds N]  ->  one JSON line
 """

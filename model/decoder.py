@@ -1,7 +1,7 @@
 """Spatial-broadcast decoder: each slot is tiled to a grid and decoded to features, alpha logits, targets.
 
 Late fusion (small): a per-slot Dense per target, mixed by the alpha masks. Early fusion (++): the features
-are mixed first, then one Dense per target. Targets are read out in sorted key order (MODEL.md §3.8).
+are mixed first, then one Dense per target. Targets are read out in sorted key order (docs/model.md §6).
 """
 
 from __future__ import annotations

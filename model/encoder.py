@@ -1,6 +1,6 @@
 """Per-frame encoders: SAVi's small CNN, and ResNet-34 (GroupNorm, small-input stem) + Transformer for ++.
 
-Both fold time into the batch: every norm normalises per frame, so this is exact. MODEL.md §3.1-3.2.
+Both fold time into the batch: every norm normalises per frame, so this is exact. docs/model.md §1.
 """
 
 from __future__ import annotations

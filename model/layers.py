@@ -2,7 +2,7 @@
 
 Submodule names follow the original's parameter tree (dense_mlp_0, dense_pe_0, conv_0, …) so that the
 importer (model/seed_import.py) is a rename of prefixes, not a re-layout. Conventions that the reference
-forward passes pin down (MODEL.md §3): LayerNorm ε = 1e-6 with exact (two-pass) variance; every Dense
+forward passes pin down (docs/model.md §8): LayerNorm ε = 1e-6 with exact (two-pass) variance; every Dense
 has a bias unless stated; coordinate grids are constants built with jnp.linspace.
 """
 

@@ -2,7 +2,7 @@
 
 It takes the corrected slots of frame t and the memory buffer, and returns the initial slots for t+1.
 The buffer is fixed-size (B, L, S, D) with a validity mask over L (model/video.py); masked entries get
-weight exactly 0, so the result equals the original's growing list of frames 0..t (MODEL.md §3.7).
+weight exactly 0, so the result equals the original's growing list of frames 0..t (docs/model.md §3).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class TimeSpaceTransformerBlock2(nn.Module):
     def __call__(self, slots: jnp.ndarray, buffer: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
         """slots (B, S, D); buffer (B, L, S, D); valid (L,) bool, which buffer rows hold history -> (B, S, D)."""
         b, s, d = slots.shape
-        # Creation order fixes the names: MHA_0/LN_0 are spatial, MHA_1/LN_1 temporal (MODEL.md §3.5).
+        # Creation order fixes the names: MHA_0/LN_0 are spatial, MHA_1/LN_1 temporal (docs/model.md §5).
         spatial = attention(self.num_heads, self.qkv_size, d, self.dtype, "MultiHeadDotProductAttention_0")
         temporal = attention(self.num_heads, self.qkv_size, d, self.dtype, "MultiHeadDotProductAttention_1")
         x_s = layer_norm("LayerNorm_0", self.dtype)(spatial(slots, slots) + slots)

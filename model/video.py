@@ -4,7 +4,7 @@ The recurrence carries (predicted slots, memory buffer (B, L, S, D), t). Row `t 
 the corrected slots of frame t; row i then holds frame t - ((t - i) mod L), and is visible to the predictor
 when that frame is >= 0 and >= the start of the current evaluation slice. This one rule covers the
 original's whole-clip buffer (L >= T), a sliding window (L < T) and its sliced evaluation, where the buffer
-restarts every `slice_size` frames and only the predicted slots carry over (MODEL.md §3.6-3.7).
+restarts every `slice_size` frames and only the predicted slots carry over (docs/model.md §3).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SAVi's preprocessing ops in NumPy, one small picklable Grain transform per op.
 
-Semantics follow `savi/lib/preprocessing.py` exactly (DATA.md §4.1), computed in float32 in TensorFlow's
+Semantics follow `savi/lib/preprocessing.py` exactly (docs/data.md §3), computed in float32 in TensorFlow's
 order of operations so that the eval chains reproduce SAVi's TF outputs (tests/test_preprocessing_parity.py).
 The random ops (window, crop) match TF's distributions, not its stateless RNG bits.
 

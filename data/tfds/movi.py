@@ -1,6 +1,6 @@
 """MOVi's TFDS on-disk format -> our video dict (the only module that knows TFDS feature names).
 
-Keeps exactly what SAVi/STATM read (DATA.md §3), losslessly: PNG frames decoded to uint8/uint16 codes,
+Keeps exactly what SAVi/STATM read (docs/data.md §1), losslessly: PNG frames decoded to uint8/uint16 codes,
 backward-flow codes and ranges as stored, and the ragged `instances/bboxes` + `instances/bbox_frames`
 densified to (T, K, 4) with NOTRACK (0,0,0,0) wherever an object has no box (gaps included).
 """
