@@ -5,7 +5,8 @@ every process):
 
 PREFLIGHT_FAULTS=no_data,unshared,clock   any of:
   no_data    process 1 reads a data directory that does not exist (a host without the mount)
-  unshared   process 1 writes and reads its "shared" files in a private directory (a run directory on local disk)
+  unshared   process 1 writes and reads its "shared" files in a private directory (a run directory on local disk),
+             made in $PREFLIGHT_PRIVATE_DIR
   clock      process 1's clock is 5 s ahead (no time synchronisation on that host)
 """
 
@@ -40,7 +41,7 @@ def no_data() -> None:
 
 
 def unshared() -> None:
-    private = tempfile.mkdtemp(prefix="not-shared-")
+    private = tempfile.mkdtemp(prefix="not-shared-", dir=os.environ.get("PREFLIGHT_PRIVATE_DIR"))
     write, read = checks.shared_facts, checks.read_peers
 
     def local(directories):

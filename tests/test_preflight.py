@@ -41,7 +41,8 @@ def test_preflight_passes_on_a_healthy_cluster_and_rehearses_a_preemption(tiny_s
 @pytest.mark.slow
 def test_each_check_fails_on_the_fault_it_is_for(tiny_synthetic, tmp_path):
     r, rows = preflight(tiny_synthetic, tmp_path / "run", "--skip_rehearsal", "--assumed_step_seconds", "1e-9",
-                        "--checks_module", "tests.preflight_faults", env={"PREFLIGHT_FAULTS": "no_data,unshared,clock"})
+                        "--checks_module", "tests.preflight_faults", env={"PREFLIGHT_FAULTS": "no_data,unshared,clock",
+                                                  "PREFLIGHT_PRIVATE_DIR": str(tmp_path)})
     assert r.returncode == 1, r.stdout[-3000:]
     failed = {name for name, row in rows.items() if not row.ok}
     assert failed == {"data readable on every host", "input keeps up on every host",
