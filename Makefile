@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_DATA ?= $(CURDIR)/demo_data
 DEMO_WORKDIR ?= $(CURDIR)/workdirs/demo
-# MOVi-A-like at 64x64 (the demo model's resolution), 24 frames: about 2-3 minutes on 2 cores.
+# MOVi-A-like videos at 64x64 (the demo model resizes them to 32x32), 24 frames: a few minutes on 2 cores.
 DEMO_SYNTH_ARGS ?= --num_train 256 --num_validation 32 --resolution 64
 
 .PHONY: install install-cuda demo test lint bench bench-tf clean

@@ -13,8 +13,7 @@ learning within the CPU budget (BENCHMARKS.md, "Demo"):
 - readout_bias_init="target_mean": the output starts at the mean frame instead of 0 (with zero biases the
   first ~80 steps only fit that offset, and the slots came out of them identical for good);
 - many small steps (batch 4, 3-frame clips) rather than few large ones, for the same compute: at this
-  budget the number of updates decides (one slot-attention iteration, seed 42: 3000 x 4 x 3-frame clips gave
-  FG-ARI 53, 1500 x 4 x 6-frame clips 37);
+  budget the number of updates decides (fewer, longer clips scored lower in runs of this config);
 - decoder.conv_transpose="phases": the same transposed convolutions computed as ordinary ones, which halves
   the step time on XLA's CPU backend and so buys twice the steps;
 - two slot-attention iterations per frame, which tighten the masks around the objects.
@@ -34,10 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
     m.init_hidden_size = 128
     m.encoder.update(cnn_features=(32, 32, 32), cnn_kernel_size=3, cnn_strides=(1, 1, 1), pos_mlp_hidden=64)
     # Two slot-attention iterations per frame (as the original's STATM-SAVi++; the small setting has one):
-    # FG-ARI 61.6-64.4 over three seeds against 53.0-62.3 with one, for 10 % more step time (BENCHMARKS.md).
+    # a higher FG-ARI over three seeds than one iteration, for a little more step time (BENCHMARKS.md, "Demo",
+    # keeps this recipe's result and its seeds' range).
     m.recurrence.update(num_iterations=2, corrector_qkv=64, predictor_qkv=64, predictor_mlp=128)
     # The per-slot broadcast decoder dominates the cost: 16 channels, 8x8 -> 16x16 -> 32x32. 4x4 kernels at
-    # stride 2 overlap evenly (3x3 ones left a checkerboard in the masks; FG-ARI 44.2 vs 46.2, BENCHMARKS.md).
+    # stride 2 overlap evenly (3x3 ones left a checkerboard in the masks and scored lower).
     m.decoder.update(features=(16, 16), kernel_size=4, strides=(2, 2), transpose=(True, True), conv_transpose="phases")
     m.decoder.targets = {"video": 3}
     config.model = m

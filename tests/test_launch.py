@@ -19,9 +19,10 @@ from fake_slurm import executable
 
 from launch.local import child_env, exit_status
 from trainer import exits
+from trainer.exits import HUNG as EXIT_HUNG
 from trainer.peers import PREFIX as PEERS
 from trainer.peers import PeerMonitor
-from trainer.runtime import EXIT_HUNG, Layout
+from trainer.runtime import Layout
 from trainer.watchdog import Watchdog
 
 SBATCH = os.path.join(REPO, "launch", "slurm", "train.sbatch")

@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
 DONE, BAD_INPUT, DIVERGED, INTERNAL_ERROR = 0, 1, 3, 70
 FILESYSTEM, PREEMPTED, HUNG, FENCED, GAVE_UP = 74, 75, 76, 77, 78
@@ -199,6 +200,22 @@ def read_records(directory: str) -> dict[int, int]:
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # half-written by a process killed mid-write: counted as killed
     return out
+
+
+def exit_hung(reason: str, process_index: int | None = None, exit: Callable[[int], None] = os._exit) -> None:
+    """Says why and ends this process at once with HUNG (after recording it): the one way out of a dead peer, a
+    barrier that timed out, a failed collective and a stuck step (trainer/peers.py, trainer/watchdog.py,
+    trainer/main.py). Not a normal exit: a hung collective holds locks that it would wait on, and JAX's shutdown
+    barrier would wait for the dead peer, then abort."""
+    if process_index is None:
+        import jax
+
+        process_index = jax.process_index()
+    print(f"error: process {process_index}: {reason}. Exiting with {HUNG}: restart the same command to resume from "
+          "the last checkpoint", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    record(HUNG, process_index)
+    exit(HUNG)
 
 
 def table() -> str:

@@ -30,6 +30,7 @@ from cli.config_flags import check_config_overrides
 from configs.validate import ConfigError, expand_path, expand_paths, validate
 from trainer import checkpoint, evaluate, exits, goodput, runtime, summary, train
 from trainer.events import EventLog
+from trainer.peers import start_peer_monitor
 from trainer.run import Preempted, TrainingDiverged
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
@@ -73,9 +74,9 @@ def run(config, events: EventLog) -> int:
         if jax.process_count() == 1 or "RESOURCE_EXHAUSTED" in str(e):
             return failure(e, config, events)
         # A collective that fails (Gloo: "connection reset by peer"; NCCL: a remote error) means a peer died.
-        runtime.exit_hung(f"a collective failed, most likely because another process died ({str(e)[:300]})")
+        exits.exit_hung(f"a collective failed, most likely because another process died ({str(e)[:300]})")
     except runtime.BarrierTimeout as e:
-        runtime.exit_hung(str(e))
+        exits.exit_hung(str(e))
     except TrainingDiverged as e:
         return say_error(exits.DIVERGED, str(e))
     except Exception as e:  # mapped by what it means (trainer/exits.py), each with one message
@@ -143,7 +144,7 @@ def main(argv) -> int:
     runtime.initialize_distributed(runtime.Layout(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
                                    config.heartbeat_timeout_seconds)
     runtime.forward_sigusr1_to_sigterm()
-    peers = runtime.start_peer_monitor(config.heartbeat_timeout_seconds)  # multi-process: a dead peer -> exit 76
+    peers = start_peer_monitor(config.heartbeat_timeout_seconds)  # multi-process: a dead peer -> exit 76
     code = exits.INTERNAL_ERROR
     try:
         if os.path.isdir(workdir_path()):  # a restart: log it from here (a new workdir is checked first)

@@ -1,4 +1,4 @@
-"""jax.distributed, the data-parallel mesh, and the global batch built from per-process data."""
+"""The data-parallel mesh, and the global batch built from per-process data (jax.distributed: trainer/runtime.py)."""
 
 from __future__ import annotations
 

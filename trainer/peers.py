@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from trainer.runtime import exit_hung
+from trainer.exits import exit_hung
 
 PREFIX = "statm_savi/heartbeat"
 DONE = "done"  # a process that leaves normally says so: the others stop watching it
@@ -75,3 +75,15 @@ class PeerMonitor:
             silent = sorted(j for j, (_, changed) in seen.items() if now - changed > self.timeout)
             if silent:
                 return self._fail(f"process(es) {silent} sent no heartbeat for {self.timeout:g} s: dead or frozen")
+
+
+def start_peer_monitor(heartbeat_timeout_seconds: float) -> PeerMonitor | None:
+    """Heartbeats between the processes of a multi-process run, on the coordination service; None for one."""
+    import jax
+
+    if jax.process_count() == 1:
+        return None
+    from jax._src import distributed
+
+    return PeerMonitor(distributed.global_state.client, jax.process_index(), jax.process_count(),
+                       heartbeat_timeout_seconds).start()

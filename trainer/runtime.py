@@ -14,8 +14,6 @@ import json
 import os
 import signal
 import socket
-import sys
-from collections.abc import Callable
 
 import jax
 
@@ -87,23 +85,6 @@ def local_device_ids(multi_process: bool, env: dict[str, str] | None = None) -> 
     return None
 
 
-# A peer died, a barrier timed out or no step completed in time (trainer/watchdog.py): restartable like 75, but
-# nothing was saved at that moment, so the restart resumes from the last periodic checkpoint.
-EXIT_HUNG = exits.HUNG
-
-
-def exit_hung(reason: str, process_index: int | None = None, exit: Callable[[int], None] = os._exit) -> None:
-    """Says why and ends this process at once with EXIT_HUNG: the one way out of a dead peer, a barrier that
-    timed out and a stuck step (trainer/peers.py, trainer/watchdog.py). Not a normal exit: a hung collective
-    holds locks that it would wait on, and JAX's shutdown barrier would wait for the dead peer, then abort."""
-    index = jax.process_index() if process_index is None else process_index
-    print(f"error: process {index}: {reason}. Exiting with {EXIT_HUNG}: restart the same command to resume from "
-          "the last checkpoint", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    exits.record(EXIT_HUNG, index)
-    exit(EXIT_HUNG)
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -119,7 +100,7 @@ def initialize_distributed(layout: Layout | None = None, heartbeat_timeout_secon
         return
     layout = (layout or Layout()).from_env()
     # JAX's own heartbeat check aborts a process (SIGABRT) when a peer goes silent; trainer/peers.py's fires
-    # first, at heartbeat_timeout_seconds, and exits with EXIT_HUNG instead.
+    # first, at heartbeat_timeout_seconds, and exits with exits.HUNG instead.
     timeouts = {"heartbeat_timeout_seconds": 2 * int(heartbeat_timeout_seconds) + 10,
                 "initialization_timeout": int(initialization_timeout_seconds)}
     devices = local_device_ids(layout.multi_process)
@@ -134,18 +115,6 @@ def initialize_distributed(layout: Layout | None = None, heartbeat_timeout_secon
     else:
         jax.distributed.initialize(f"127.0.0.1:{free_port()}", num_processes=1, process_id=0,
                                    local_device_ids=devices, **timeouts)
-
-
-def start_peer_monitor(heartbeat_timeout_seconds: float):
-    """Heartbeats between the processes (trainer/peers.py); None for a one-process run."""
-    if jax.process_count() == 1:
-        return None
-    from jax._src import distributed
-
-    from trainer.peers import PeerMonitor
-
-    return PeerMonitor(distributed.global_state.client, jax.process_index(), jax.process_count(),
-                       heartbeat_timeout_seconds).start()
 
 
 def shutdown_distributed() -> None:

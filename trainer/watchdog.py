@@ -15,7 +15,7 @@ import os
 import threading
 import time
 
-from trainer.runtime import exit_hung
+from trainer.exits import exit_hung
 
 
 class Watchdog:

@@ -3,8 +3,8 @@
 Each train clip allocates a few MB of fresh arrays and frees them after batching. With glibc's defaults the
 freed top of the heap is trimmed back to the OS and every new clip page-faults its memory in again. Raising
 the trim and mmap thresholds keeps that memory mapped for reuse; the cost is that the process keeps its peak
-heap (bounded by prefetch). On the op-by-op NumPy chain this took one core from 27 to 45 videos/s per element
-(BENCHMARKS.md, train-pipeline table, 2026-11-25 rows).
+heap (bounded by prefetch). bench/data_pipeline.py measures the chain with these settings, as the trainer runs
+it (BENCHMARKS.md, "Input pipeline"); the suite keeps no run without them.
 
 Called once when a train iterator is set up (datasets.train_iterator), never per element. Grain's workers are
 spawned processes: glibc reads MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ when a process starts, so the

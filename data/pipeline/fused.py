@@ -1,8 +1,8 @@
 """The train chain's per-pixel work as one compiled loop (numba): dequantise, crop, resize, log depth, flow->RGB.
 
-NumPy runs SAVi's ops one array at a time, each pass through memory: about 21 ms per 6-frame 128x128 clip on
-one core of this 2-core machine, against 2.6 ms for this pass (48 against 380 videos/s per element,
-BENCHMARKS.md, train-pipeline table, 2026-12-01 rows). These kernels resize separably (each needed source row
+NumPy runs SAVi's ops one array at a time, each a pass through memory; this is one pass. The suite times this
+chain (BENCHMARKS.md, "Input pipeline"); `--config.data.fused_train_ops=False` runs the op-by-op chain, for a
+comparison on your machine. These kernels resize separably (each needed source row
 is interpolated across once, then rows are blended in contiguous loops), with the same float32 operations in
 the same order as data/pipeline/transforms.py (TF's bilinear top/bottom/lerp, SAVi's dequantisation and
 flow_to_rgb). It is equal to the NumPy chain except where our atan2f/logf and NumPy's round differently in the
@@ -108,7 +108,7 @@ def _resize(video, depth, flow, depth_scale, depth_lo, flow_scale, flow_lo, ylo,
 @numba.njit(**_JIT)
 def _log_plus(depth, mantissa):  # pragma: no cover
     """depth <- log(1 + depth) in float32: Cephes logf on the IEEE exponent and mantissa, within 2 ulp of
-    libm's logf and 0.14 against 0.19 ms per 6x128x128 clip here. `mantissa`: int32 scratch of depth's size.
+    libm's logf, and faster than calling it per value. `mantissa`: int32 scratch of depth's size.
     If any 1 + depth is not a positive normal finite float, all values take libm's logf instead."""
     x = depth.reshape(-1)
     bits, m_bits = x.view(np.int32), mantissa.reshape(-1)
