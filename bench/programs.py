@@ -110,7 +110,7 @@ def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, ab
     mesh = mesh or mesh_lib.make_mesh()
     model = build.build_model(c.model, c.num_slots, c.conditioning_key)
     schedule = state_lib.learning_rate_schedule(c.learning_rate, c.warmup_steps, c.num_train_steps)
-    optimizer = state_lib.make_optimizer(c.learning_rate, c.warmup_steps, c.num_train_steps, c.max_grad_norm)
+    optimizer = state_lib.make_optimizer(schedule, c.max_grad_norm)
     schema = batch_lib.train_schema(_targets(c))
     replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
     fn = steps.jit_train_step(model, optimizer, _targets(c), schema, c.grad_accum_steps, schedule, replicated,

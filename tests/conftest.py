@@ -65,7 +65,7 @@ REFERENCE_OVERRIDES = (f"--config.num_train_steps={REFERENCE_STEPS}", "--config.
 @pytest.fixture(scope="session")
 def four_device_losses(tiny_synthetic, tmp_path_factory):
     """Per-step losses of the tiny config trained by 1 process with 4 devices, uninterrupted."""
-    from test_trainer import losses, train
+    from trainer_runs import losses, train
 
     work = tmp_path_factory.mktemp("one_by_four")
     r = train(tiny_synthetic, work, *REFERENCE_OVERRIDES, devices=4)

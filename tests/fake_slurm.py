@@ -16,7 +16,9 @@ the scripts rely on, each from srun(1) / scontrol(1), and is not evidence of how
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import time
 
 SRUN = r"""#!/bin/bash
 echo "srun $*" >> "$FAKE_SLURM_LOG"
@@ -69,3 +71,16 @@ def install(bindir) -> None:
     os.makedirs(bindir, exist_ok=True)
     executable(os.path.join(bindir, "srun"), SRUN)
     executable(os.path.join(bindir, "scontrol"), SCONTROL)
+
+
+def free_slurm_job_id() -> int:
+    """A job id whose coordinator port (JAX: 61440 + id mod 4096) is free here."""
+    for job in range(int(time.time()) % 4096, 1_000_000, 7):
+        port = 65535 - 4095 + job % 4096
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return job
+            except OSError:
+                continue
+    raise RuntimeError("no free port in 61440-65535")

@@ -1,33 +1,27 @@
-"""launch/: the local launcher's status, the step watchdog, the SLURM batch script under a fake SLURM (stub srun
-and scontrol), shellcheck on every shell script, the Kubernetes manifest, and the layout flags."""
+"""launch/: the local launcher (status, children, signals), the SLURM batch script under a fake SLURM
+(tests/fake_slurm.py), and shellcheck on every shell script."""
 
 import functools
 import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import fake_slurm
 import pytest
 from conftest import REPO
-from fake_slurm import executable
+from fake_slurm import executable, free_slurm_job_id
+from launch_helpers import wait_for
 
 from launch.local import child_env, exit_status
 from trainer import exits
-from trainer.exits import HUNG as EXIT_HUNG
-from trainer.peers import PREFIX as PEERS
-from trainer.peers import PeerMonitor
-from trainer.runtime import Layout
-from trainer.watchdog import Watchdog
 
 SBATCH = os.path.join(REPO, "launch", "slurm", "train.sbatch")
 
-# --------------------------------------------------------------------------------------------- launcher, watchdog
+# --------------------------------------------------------------------------------------------- launcher
 
 
 def test_launcher_reports_one_status():
@@ -121,148 +115,7 @@ def test_launcher_signal_handler_never_waits_for_the_output_lock():
         signal.signal(signal.SIGTERM, before[1])
 
 
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def test_watchdog_fires_when_no_step_completes_in_time(capsys):
-    exits = []
-    dog = Watchdog(0.3, process_index=1, exit=exits.append)
-    time.sleep(0.5)
-    assert exits == []  # not armed before the first step: compiling takes what it takes
-    dog.beat(1)
-    for step in range(2, 6):  # steps within the timeout keep it quiet
-        time.sleep(0.1)
-        dog.beat(step)
-    assert exits == []
-    assert wait_for(lambda: exits, 2.0) and exits[0] == EXIT_HUNG
-    assert "process 1: no training step completed within 0.3 s after step 5" in capsys.readouterr().err
-    dog.stop()
-
-
-def test_watchdog_pauses_for_evaluation():
-    exits = []
-    dog = Watchdog(0.3, exit=exits.append)
-    dog.beat(1)
-    with dog.paused():
-        time.sleep(0.8)  # a long evaluation
-    time.sleep(0.1)
-    assert exits == []
-    dog.stop()
-    off = Watchdog(0, exit=exits.append)  # 0: off
-    off.beat(1)
-    time.sleep(0.2)
-    assert exits == [] and off._thread is None
-
-
-class FakeKeyValueStore:
-    """The coordination service's key-value calls that trainer/peers.py uses; `down` makes them fail."""
-
-    def __init__(self):
-        self.values, self.down = {}, False
-
-    def key_value_set(self, key, value, allow_overwrite=False):
-        if self.down:
-            raise RuntimeError("UNAVAILABLE: Socket closed")
-        self.values[key] = value
-
-    def key_value_try_get(self, key):
-        if self.down:
-            raise RuntimeError("UNAVAILABLE: Socket closed")
-        if key not in self.values:
-            raise RuntimeError(f"NOT_FOUND: {key}")
-        return self.values[key]
-
-
-def test_peer_monitor_ends_the_process_when_a_peer_goes_silent(capsys):
-    store, exits = FakeKeyValueStore(), []
-    me = PeerMonitor(store, 0, 3, 0.4, exit=exits.append).start()
-    for beat in range(9):  # peer 2 leaves normally early on; peer 1 beats on well past the timeout, then stops
-        store.values[f"{PEERS}/1"] = str(beat)
-        store.values[f"{PEERS}/2"] = str(beat) if beat < 2 else "done"
-        time.sleep(0.1)
-    assert exits == []
-    assert wait_for(lambda: exits, 2.0) and exits == [EXIT_HUNG]
-    assert "process 0: process(es) [1] sent no heartbeat for 0.4 s" in capsys.readouterr().err
-    me._stop.set()
-
-
-def test_peer_monitor_ends_the_process_when_the_coordinator_is_gone(capsys):
-    store, exits = FakeKeyValueStore(), []
-    me = PeerMonitor(store, 1, 2, 0.4, exit=exits.append).start()
-    for beat in range(5):
-        store.values[f"{PEERS}/0"] = str(beat)
-        time.sleep(0.1)
-    store.down = True
-    assert wait_for(lambda: exits, 2.0) and exits == [EXIT_HUNG]
-    assert "process 1: the coordinator cannot be reached for 0.4 s" in capsys.readouterr().err
-    me._stop.set()
-
-
-def test_peer_monitor_stays_quiet_while_peers_beat_and_says_done():
-    store, exits = FakeKeyValueStore(), []
-    me = PeerMonitor(store, 0, 2, 0.3, exit=exits.append).start()
-    for beat in range(10):
-        store.values[f"{PEERS}/1"] = str(beat)
-        time.sleep(0.1)
-    me.stop()
-    assert exits == [] and store.values[f"{PEERS}/0"] == "done"
-
-
-def test_layout_flags_override_the_environment(monkeypatch):
-    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
-    monkeypatch.setenv("JAX_NUM_PROCESSES", "8")
-    monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
-    assert Layout("127.0.0.1:9", 2, 1).from_env() == Layout("127.0.0.1:9", 2, 1)  # the flags win
-    got = Layout(process_id=1).from_env()  # the environment fills in what the flags leave out
-    assert got == Layout("10.0.0.1:1234", 8, 1) and got.multi_process
-    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
-    monkeypatch.delenv("JAX_NUM_PROCESSES")
-    monkeypatch.setenv("SLURM_NTASKS", "1")
-    assert not Layout().from_env().multi_process  # alone: the one-process coordinator
-
-def test_slurm_step_layout_decides_which_gpus_a_process_drives():
-    from trainer import runtime
-
-    step = {"SLURM_PROCID": "9", "SLURM_NODEID": "2", "SLURM_STEP_TASKS_PER_NODE": "8(x2),1"}
-    assert runtime.slurm_tasks_on_this_node(step) == 1
-    assert runtime.slurm_tasks_on_this_node({**step, "SLURM_NODEID": "1"}) == 8
-    assert runtime.slurm_tasks_on_this_node({"SLURM_NTASKS": "8"}) is None  # not inside a step
-    per_gpu = {**step, "SLURM_NODEID": "0"}
-    assert runtime.local_device_ids(True, per_gpu) is None  # JAX's own choice: [SLURM_LOCALID]
-    assert runtime.local_device_ids(True, step) == []  # one task on the node: every GPU
-    assert runtime.local_device_ids(False, per_gpu) == []  # one process in all: every GPU
-    assert runtime.local_device_ids(True, {**step, "JAX_LOCAL_DEVICE_IDS": "0,1"}) is None  # JAX reads it
-
-
-def test_an_allocation_shell_is_not_a_multi_process_step(monkeypatch):
-    """`salloc -n 8` sets SLURM_NTASKS=8 in the shell; a python run there is one process, not rank 0 of 8."""
-    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_PROCID"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    assert not Layout().from_env().multi_process
-    monkeypatch.setenv("SLURM_PROCID", "3")
-    assert Layout().from_env().multi_process
-
 # --------------------------------------------------------------------------------------------- SLURM, fake
-
-
-def free_slurm_job_id() -> int:
-    """A job id whose coordinator port (JAX: 61440 + id mod 4096) is free here."""
-    for job in range(int(time.time()) % 4096, 1_000_000, 7):
-        port = 65535 - 4095 + job % 4096
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return job
-            except OSError:
-                continue
-    raise RuntimeError("no free port in 61440-65535")
 
 
 def sbatch(tmp_path, job: int, **env):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import COMPILATION_CACHE, REFERENCE_OVERRIDES, REFERENCE_STEPS, REPO
-from test_trainer import losses, train
+from trainer_runs import losses, train
 
 from trainer import exits
 

@@ -4,17 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from data_fixtures import SPEC, train_ds
 
 from data import batch as schema_lib
 from data.pipeline import datasets
 from data.records import codec, shards
-
-SPEC = datasets.PreprocessSpec(resolution=24, max_instances=10, train_crop="random_resized_crop",
-                               depth_transform="log_plus", train_frames=6, eval_frames=12)
-
-
-def train_ds(data_dir, spec=SPEC, seed=1):
-    return datasets.train_dataset(datasets.open_split(data_dir, "train", spec.max_instances), spec, seed)
 
 
 def take(it, n):

@@ -9,6 +9,7 @@ import sys
 import fake_slurm
 import pytest
 from conftest import REPO
+from fake_slurm import free_slurm_job_id
 
 from launch.preflight import measures
 from launch.preflight.verdict import read
@@ -88,8 +89,6 @@ def test_judgements():
 
 @pytest.mark.slow
 def test_preflight_sbatch_runs_the_checks_on_every_task(tiny_synthetic, tmp_path):
-    from test_launch import free_slurm_job_id
-
     bindir = tmp_path / "bin"
     fake_slurm.install(bindir)
     log = tmp_path / "slurm.log"

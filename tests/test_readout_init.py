@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 import pytest
+from data_fixtures import train_ds
 from model_fixtures import tiny_config, tiny_inputs, tiny_model
-from test_pipeline import train_ds
 
 from data import batch
 from data.pipeline import datasets

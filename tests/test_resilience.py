@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO
-from test_trainer import final_params, losses, train
+from trainer_runs import final_params, losses, state_data_files, train
 
 from data.pipeline import datasets
 from data.records import codec, shards
@@ -53,12 +53,6 @@ def test_no_restorable_checkpoint_is_one_error_and_changes_nothing(tiny_syntheti
 
 def metric_rows(workdir):
     return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-
-
-def state_data_files(step_dir):
-    """The TensorStore data files of a step's train state. All of them: OCDBT may leave a file that no longer
-    holds anything the restore reads, so corrupting only the largest one does not always break the step."""
-    return glob.glob(str(step_dir / "state" / "ocdbt.process_0" / "d" / "*"))
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ def batch(seed=0):
 
 def run_steps(grad_accum_steps, n=2):
     model, params = tiny_model()
-    optimizer = state_lib.make_optimizer(1e-3, 1, 10, 0.05)
+    optimizer = state_lib.make_optimizer(state_lib.learning_rate_schedule(1e-3, 1, 10), 0.05)
     st = state_lib.create_train_state(params, optimizer)
     step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, targets=("flow",),
                                      schema=FLOAT_FLOW, grad_accum_steps=grad_accum_steps))

@@ -7,37 +7,13 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from conftest import COMPILATION_CACHE, REFERENCE_OVERRIDES, REFERENCE_STEPS, REPO
+from conftest import REFERENCE_OVERRIDES, REFERENCE_STEPS, REPO
+from trainer_runs import CONFIG, final_params, losses, train
 
 from configs import tiny
 from trainer import mfu, steps
 from trainer.run import setup
-
-CONFIG = os.path.join(REPO, "configs", "tiny.py")
-
-
-def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=True):
-    """`python -m trainer.main` on the tiny config; with `shared_cache`, the session's compilation cache instead
-    of the default WORKDIR/compilation_cache."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-    cache = [f"--config.compilation_cache_dir={COMPILATION_CACHE}"] if shared_cache else []
-    return subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(workdir),
-                           "--mode", mode, f"--config.data.data_dir={data_dir}", *cache, *overrides],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-def losses(workdir):
-    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
-
-
-def final_params(workdir, step):
-    mngr = ocp.CheckpointManager(os.path.join(str(workdir), "checkpoints"), item_names=("state", "data", "meta"))
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                          data=ocp.args.JsonRestore()))
-    return restored["state"]["params"], restored["data"]
 
 
 @pytest.mark.slow

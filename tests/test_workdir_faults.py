@@ -16,8 +16,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import COMPILATION_CACHE, REPO
-from test_resilience import state_data_files
-from test_trainer import CONFIG, final_params, train
+from trainer_runs import CONFIG, final_params, state_data_files, train
 
 from trainer import exits, goodput
 from trainer.checkpoint import Checkpoints

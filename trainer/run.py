@@ -156,8 +156,7 @@ def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primar
     eval_source = datasets.open_split(d.data_dir, d.eval_split, spec.max_instances)
     model = build.build_model(config.model, config.num_slots, config.conditioning_key)
     schedule = state_lib.learning_rate_schedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
-    optimizer = state_lib.make_optimizer(config.learning_rate, config.warmup_steps, config.num_train_steps,
-                                         config.max_grad_norm)
+    optimizer = state_lib.make_optimizer(schedule, config.max_grad_norm)
     init_params = functools.partial(build.init_params, model, 1, spec.train_frames, spec.resolution,
                                     spec.max_instances, config.seed)
     abstract = state_lib.abstract_train_state(init_params, optimizer, mesh_lib.replicated(mesh))

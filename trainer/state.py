@@ -25,13 +25,11 @@ def learning_rate_schedule(learning_rate: float, warmup_steps: int, num_train_st
                                               0.0)
 
 
-def make_optimizer(learning_rate: float, warmup_steps: int, num_train_steps: int,
-                   max_grad_norm: float) -> optax.GradientTransformation:
+def make_optimizer(schedule: optax.Schedule, max_grad_norm: float) -> optax.GradientTransformation:
     """Clip the global gradient norm (of the gradients already averaged over the global batch), then Adam
-    (b1 0.9, b2 0.999, eps 1e-8 outside the sqrt, no weight decay), as flax.optim.Adam in the original."""
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm),
-                       optax.adam(learning_rate_schedule(learning_rate, warmup_steps, num_train_steps),
-                                  b1=0.9, b2=0.999, eps=1e-8))
+    (b1 0.9, b2 0.999, eps 1e-8 outside the sqrt, no weight decay), as flax.optim.Adam in the original. The
+    schedule is the caller's, built once, so that the logged and the applied learning rates are one function."""
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-8))
 
 
 def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:

@@ -119,8 +119,8 @@ def state_bytes(config) -> int:
     spec_frames, resolution = config.data.train_frames, config.data.resolution
     model = build.build_model(config.model, config.num_slots, config.conditioning_key)
     init = functools.partial(build.init_params, model, 1, spec_frames, resolution, config.max_instances, config.seed)
-    optimizer = state_lib.make_optimizer(config.learning_rate, config.warmup_steps, config.num_train_steps,
-                                         config.max_grad_norm)
+    schedule = state_lib.learning_rate_schedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
+    optimizer = state_lib.make_optimizer(schedule, config.max_grad_norm)
     shapes = jax.eval_shape(lambda: state_lib.create_train_state(init(), optimizer))
     return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
 

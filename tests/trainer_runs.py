@@ -1,0 +1,40 @@
+"""Helpers for the tests that run `python -m trainer.main` on the tiny config and read what it left behind."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import orbax.checkpoint as ocp
+from conftest import COMPILATION_CACHE, REPO
+
+CONFIG = os.path.join(REPO, "configs", "tiny.py")
+
+
+def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=True):
+    """`python -m trainer.main` on the tiny config; with `shared_cache`, the session's compilation cache instead
+    of the default WORKDIR/compilation_cache."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    cache = [f"--config.compilation_cache_dir={COMPILATION_CACHE}"] if shared_cache else []
+    return subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(workdir),
+                           "--mode", mode, f"--config.data.data_dir={data_dir}", *cache, *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def losses(workdir):
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def final_params(workdir, step):
+    mngr = ocp.CheckpointManager(os.path.join(str(workdir), "checkpoints"), item_names=("state", "data", "meta"))
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                          data=ocp.args.JsonRestore()))
+    return restored["state"]["params"], restored["data"]
+
+
+def state_data_files(step_dir):
+    """The TensorStore data files of a step's train state. All of them: OCDBT may leave a file that no longer
+    holds anything the restore reads, so corrupting only the largest one does not always break the step."""
+    return glob.glob(str(step_dir / "state" / "ocdbt.process_0" / "d" / "*"))
