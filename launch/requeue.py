@@ -83,7 +83,7 @@ def verdict(codes: dict[int, int], num_processes: int, status: int, stalled: int
     missing = [p for p in range(num_processes) if p not in codes]
     if not missing and all(c == exits.DONE for c in codes.values()):
         return "exit", exits.DONE, "every process finished"
-    if not codes and status != 0 and not exits.main(["restart", str(status)]) == 0:
+    if not codes and status != 0 and not exits.restarts(status):
         return "exit", status, f"no process recorded an exit code and srun's status {status} is not resumable"
     seen = ", ".join(f"{p}: {c} ({exits.name(c)})" for p, c in sorted(codes.items()))
     seen += f"; no record (killed) from {missing}" if missing else ""

@@ -1,6 +1,10 @@
-"""A tiny STATM-SAVi for fast model tests (same code paths as the real configs)."""
+"""A tiny STATM-SAVi for fast model tests (same code paths as the real configs), the shipped configs by name, and
+the shared reference's own regen.py."""
 
 import functools
+import importlib
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
@@ -42,3 +46,18 @@ def tiny_model(conditioning="boxes", **overrides):
     cfg = tiny_config(**overrides.pop("recurrence", {}))
     cfg.update(overrides)
     return build.build_model(cfg, num_slots=4, conditioning_key=conditioning), _params(conditioning)
+
+
+def load_config(name: str):
+    """A shipped config by module name, with its argument after a colon as on the command line: "demo",
+    "statm_savi_pp:movi_c"."""
+    module, _, variant = name.partition(":")
+    return importlib.import_module(f"configs.{module}").get_config(*([variant] if variant else []))
+
+
+def regen(shared: str):
+    """The shared reference's regen.py as a module: it completes a reference's parameter recipe."""
+    spec = importlib.util.spec_from_file_location("regen", os.path.join(shared, "reference", "regen.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

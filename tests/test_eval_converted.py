@@ -3,7 +3,6 @@ parameters go through `model.seed_import convert` (Orbax) and the trainer's `ini
 (1) reproduce the original's forward segmentations on the reference inputs and (2) are what
 `trainer.main --mode eval --config.init_from=DIR` evaluates on a validation split, with the protocol printed."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO, SHARED
+from model_fixtures import regen
 
 from model import build, seed_import
 from trainer import checkpoint
@@ -24,11 +24,8 @@ SMALL = os.path.join(SHARED, "reference", "statm_savi_small_seed_forward.npz")
 def converted(tmp_path_factory):
     """(Orbax directory of our params, the reference npz with its parameters drawn by its own regen.py)."""
     tmp = tmp_path_factory.mktemp("converted")
-    spec = importlib.util.spec_from_file_location("regen", os.path.join(SHARED, "reference", "regen.py"))
-    regen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(regen)
     reference = str(tmp / "small.npz")
-    regen.main(SMALL, reference)
+    regen(SHARED).main(SMALL, reference)
     meta = json.loads(bytes(np.load(reference)["meta/json"]))
     out = seed_import.convert(reference, meta["seed_config"], str(tmp / "weights"), meta["max_instances"],
                               log=lambda *_: None)

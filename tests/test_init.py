@@ -12,7 +12,7 @@ import pytest
 from conftest import SHARED
 
 from configs import savi, savi_pp, statm_savi, statm_savi_pp
-from model import build
+from model import build, seed_import
 
 STATS = os.path.join(SHARED, "reference", "original_init_stats.json")
 # Every paper config and the reference model it is checked against. The SAVi baselines share everything but the
@@ -23,18 +23,11 @@ CONFIGS = {"statm_savi": (statm_savi.get_config, "statm_savi_small"),
 PREDICTORS = ("Recurrence/TimeSpaceTransformerBlock2_0/", "Recurrence/TransformerBlock_0/")
 
 
-def flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        out.update(flatten(value, path + "/") if isinstance(value, dict) else {path: np.asarray(value)})
-    return out
-
-
 def fresh(config) -> dict[str, np.ndarray]:
     """A fresh init of the config's model (parameters depend on neither K nor T; the resolution is the config's)."""
     model = build.build_model(config.model, config.num_slots, config.conditioning_key)
-    return flatten(build.init_params(model, 1, 2, config.data.resolution, config.max_instances, config.seed))
+    params = build.init_params(model, 1, 2, config.data.resolution, config.max_instances, config.seed)
+    return {path: np.asarray(leaf) for path, leaf in seed_import.flatten(params).items()}
 
 
 def mismatches(ours: dict[str, np.ndarray], original: dict[str, dict]) -> list[str]:

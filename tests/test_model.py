@@ -1,14 +1,13 @@
 """The video model: masked fixed-size buffer == the original's growing buffer; windows; sliced evaluation;
 scan == unrolled loop; remat; bf16; conditioning variants; real-size shapes and parameter counts."""
 
-import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from model_fixtures import tiny_inputs, tiny_model
+from model_fixtures import load_config, tiny_inputs, tiny_model
 
 from model import build
 from model.predictor import TimeSpaceTransformerBlock2
@@ -170,11 +169,6 @@ REAL = {  # config file:variant: (trainable params = the original's count minus 
     "statm_savi_pp:movi_e": (23_264_389 - 640, 128),
     "savi_pp:movi_e": (23_132_165 - 640, 128),
 }
-
-
-def load_config(name):
-    module, _, variant = name.partition(":")
-    return importlib.import_module(f"configs.{module}").get_config(*([variant] if variant else []))
 
 
 @pytest.mark.parametrize("name", sorted(REAL))

@@ -3,7 +3,6 @@ original's loss and the gradient of every parameter, for given parameters and in
 precision). The tolerances are the reference README's: the loss to float rounding, every gradient leaf to a
 small share of its norm (leaves whose true gradient is zero hold float noise)."""
 
-import importlib.util
 import json
 import os
 
@@ -11,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from conftest import SHARED
+from model_fixtures import regen
 
 from configs.common import model_config
 from data.batch import train_schema
@@ -25,11 +25,8 @@ GRAD_NOISE = 1e-6  # absolute, for leaves whose true gradient is zero
 
 def reference_params(d) -> dict[str, np.ndarray]:
     """The recipe's parameters, completed by the reference's own regen.py, under the original's paths."""
-    spec = importlib.util.spec_from_file_location("regen", os.path.join(SHARED, "reference", "regen.py"))
-    regen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(regen)
     meta = json.loads(d["meta/json"].tobytes())
-    params = regen.draw_params(json.loads(d["meta/param_shapes_json"].tobytes()), meta["param_seed"])
+    params = regen(SHARED).draw_params(json.loads(d["meta/param_shapes_json"].tobytes()), meta["param_seed"])
     params.update({k[len("fixed/"):]: d[k] for k in d.files if k.startswith("fixed/")})
     return params
 

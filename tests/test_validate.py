@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from conftest import REPO
+from model_fixtures import load_config
 
 from configs import validate as V
 from configs import variants
@@ -17,8 +18,7 @@ CONFIGS = ("demo", "tiny", *(f"{m}:{v}" for m in PAPER for v in variants.VARIANT
 
 
 def config(name="demo"):
-    module, _, variant = name.partition(":")
-    return importlib.import_module(f"configs.{module}").get_config(*([variant] if variant else []))
+    return load_config(name)
 
 
 def problems_after(**changes):

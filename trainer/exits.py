@@ -225,12 +225,17 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def restarts(code: int) -> bool:
+    """Whether a scheduler should start the job again after a process status of `code`: a resumable code, or a
+    death by a signal (128 + N: the OOM killer, a lost node)."""
+    return code in RESTART or 128 < code < 256
+
+
 def main(argv: list[str]) -> int:
-    """`python -m trainer.exits restart CODE`: exit 0 when a scheduler should restart after CODE (a death by a
-    signal, 128 + N, too: the OOM killer, a lost node), else 1; `table` prints the table."""
+    """`python -m trainer.exits restart CODE`: exit 0 when a scheduler should restart after CODE (`restarts`),
+    else 1; `table` prints the table."""
     if len(argv) == 2 and argv[0] == "restart" and argv[1].lstrip("-").isdigit():
-        code = int(argv[1])
-        return 0 if code in RESTART or 128 < code < 256 else 1
+        return 0 if restarts(int(argv[1])) else 1
     if argv == ["table"]:
         print(table())
         return 0

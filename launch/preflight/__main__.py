@@ -34,15 +34,6 @@ def launcher(kind: str, num_processes: int, devices_per_process: int, python: st
                            "--devices_per_process", str(devices_per_process), "--module", module, "--"]
 
 
-def workdir_of(args: list[str]) -> str | None:
-    for i, a in enumerate(args):
-        if a in ("--workdir", "-workdir") and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith(("--workdir=", "-workdir=")):
-            return a.split("=", 1)[1]
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ours, job = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
@@ -63,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checks_module", default="launch.preflight.checks", help=argparse.SUPPRESS)  # tests' faults
     p.add_argument("--python", default=sys.executable)
     args = p.parse_args(ours)
-    run_dir = workdir_of(job)
+    run_dir = rehearsal.workdir_of(job)
     if not job or run_dir is None:
         p.error("pass the job's trainer arguments after --: -- --config CONFIG --workdir RUN_DIR "
                 "--config.data.data_dir=DIR")

@@ -53,17 +53,18 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "As trainer.main's.")
 
 
 class Peers:
-    """Barriers and an all-to-one gather on the coordination service's key-value store (one process: local)."""
+    """Barriers (runtime.all_processes_reach) and an all-to-one gather on the coordination service's key-value
+    store (one process: local)."""
 
     def __init__(self, timeout_seconds: int):
         from jax._src import distributed
 
-        self.client, self.timeout_ms = distributed.global_state.client, timeout_seconds * 1000
+        self.client, self.timeout_seconds = distributed.global_state.client, timeout_seconds
+        self.timeout_ms = timeout_seconds * 1000
         self.index, self.count = jax.process_index(), jax.process_count()
 
     def barrier(self, name: str) -> None:
-        if self.count > 1:
-            self.client.wait_at_barrier(f"preflight/{name}", self.timeout_ms)
+        runtime.all_processes_reach(f"preflight-{name}", self.timeout_seconds)
 
     def gather(self, name: str, value) -> list | None:
         """Every process's `value` in process order, on process 0; None elsewhere."""
@@ -203,7 +204,7 @@ def measure(config, workdir: str, out: str) -> bool:
         shared_dirs.append(os.path.join(cache, f"preflight-{os.path.basename(os.path.dirname(out))}"))
     token = secrets.token_hex(8)
     write_errors = shared_facts(shared_dirs, peers, token)
-    tokens = broadcast_tokens(peers, peers.gather("tokens", token))
+    tokens = runtime.share_from_primary("preflight-tokens", peers.gather("tokens", token), peers.timeout_seconds)
     peers.barrier("written")
     unseen = peers.gather("shared", {"write": write_errors, "unseen": read_peers(shared_dirs, peers, tokens)})
     peers.barrier("read")
@@ -233,14 +234,6 @@ def measure(config, workdir: str, out: str) -> bool:
         for d in shared_dirs:
             shutil.rmtree(d, ignore_errors=True)
     return peers.index != 0 or all(r.ok for r in rows)
-
-
-def broadcast_tokens(peers: Peers, tokens: list[str] | None) -> list[str]:
-    if peers.count == 1:
-        return tokens
-    if peers.index == 0:
-        peers.client.key_value_set("preflight/all-tokens", json.dumps(tokens))
-    return json.loads(peers.client.blocking_key_value_get("preflight/all-tokens", peers.timeout_ms))
 
 
 def runtime_address() -> str:

@@ -16,12 +16,22 @@ import time
 from collections.abc import Callable
 
 from launch.preflight.verdict import Row
+from launch.requeue import newest_step
 from trainer import exits
-from trainer.checkpoint import newest_complete_step
 
 # The trainer's keys that make the rehearsal short: a checkpoint every 2 steps, no evaluation until the end.
 OVERRIDES = ["--config.checkpoint_every_steps=2", "--config.eval_every_steps=1000000000",
              "--config.log_loss_every_steps=1", "--config.eval_at_start=False"]
+
+
+def workdir_of(args: list[str]) -> str | None:
+    """The --workdir of trainer arguments (either form), or None."""
+    for i, a in enumerate(args):
+        if a in ("--workdir", "-workdir") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(("--workdir=", "-workdir=")):
+            return a.split("=", 1)[1]
+    return None
 
 
 def without_workdir(args: list[str]) -> list[str]:
@@ -43,13 +53,6 @@ def _wait_for(condition: Callable[[], bool], seconds: float, proc: subprocess.Po
             return True
         time.sleep(1.0)
     return condition()
-
-
-def _step(workdir: str) -> int | None:
-    try:
-        return newest_complete_step(workdir)
-    except OSError:
-        return None
 
 
 def restored_step(workdir: str) -> int | None:
@@ -74,7 +77,7 @@ def rehearse(launch: Callable[[str], list[str]], trainer_args: list[str], workdi
     cmd = [*launch("trainer.main"), *base, "--config.num_train_steps=1000000", f"--exit_record_dir={first}"]
     log(f"rehearsal: training until the first checkpoint, then SIGTERM ({' '.join(cmd[:6])} ...)")
     proc = subprocess.Popen(cmd)
-    saved_before = _wait_for(lambda: (_step(workdir) or 0) >= 2, timeout_seconds, proc)
+    saved_before = _wait_for(lambda: (newest_step(workdir) or 0) >= 2, timeout_seconds, proc)
     if not saved_before:
         if proc.poll() is None:
             proc.kill()
@@ -90,7 +93,7 @@ def rehearse(launch: Callable[[str], list[str]], trainer_args: list[str], workdi
         proc.wait()
     seconds = time.monotonic() - sent
     codes = exits.read_records(first)
-    saved = _step(workdir)
+    saved = newest_step(workdir)
     got = [codes.get(i) for i in range(num_processes)]
     ok = got == [exits.PREEMPTED] * num_processes
     rows = [Row("SIGTERM reaches every process and it saves", ok, f"{got.count(exits.PREEMPTED)} of {num_processes} "
@@ -106,6 +109,6 @@ def rehearse(launch: Callable[[str], list[str]], trainer_args: list[str], workdi
     codes = exits.read_records(second)
     restored = restored_step(workdir)
     ok = rc == 0 and restored == saved and set(codes.values()) == {exits.DONE} and len(codes) == num_processes
-    rows.append(Row("resumes from the saved step", ok, f"restored step {restored}, finished at {_step(workdir)}",
+    rows.append(Row("resumes from the saved step", ok, f"restored step {restored}, finished at {newest_step(workdir)}",
                     f"exit {rc}" if ok else f"exit {rc}, codes {codes}: expected a restore of step {saved} and exit 0"))
     return rows
