@@ -33,8 +33,7 @@ def time_step(name: str, model: dict, batch: int, frames: int, resolution: int |
     c = programs.config(name, resolution, **model)
     try:
         p = programs.train_program(c, batch, frames)
-        flops = mfu.lowered_flops(programs.train_program(programs.config(name, resolution, **{
-            **model, "time_loop": "python", "conv_transpose": "phases"}), batch, frames, abstract=True).lower())
+        flops = programs.step_flops(c, batch, frames)
         _, step = p.compile_and_time(repeats)
     except Exception as e:  # noqa: BLE001 (out of memory and the like: one row that says so)
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}

@@ -33,12 +33,10 @@ def compiled_memory(devices: int, accum: int, dtype: str, remat: bool, resolutio
 
 
 def step_flops(resolution: int) -> float:
-    """FLOPs of one global batch-64 step (time unrolled: XLA counts a scan body once), with the transposed
-    convolutions as ordinary ones (phases), which counts the useful multiply-adds and not the dilation's zeros."""
-    from trainer import mfu
-
-    c = programs.config("pp", resolution, time_loop="python", conv_transpose="phases")
-    return mfu.lowered_flops(programs.train_program(c, GLOBAL_BATCH, c.data.train_frames, abstract=True).lower())
+    """FLOPs of one global batch-64 step, counted as the trainer's MFU counts them (trainer/program.py: time
+    unrolled, the transposed convolutions' useful multiply-adds)."""
+    c = programs.config("pp", resolution)
+    return programs.step_flops(c, GLOBAL_BATCH, c.data.train_frames)
 
 
 def run(quick: bool, log=print, cores: set[int] | None = None) -> tuple[Section, dict]:

@@ -21,8 +21,8 @@ from configs import statm_savi, statm_savi_pp, tiny
 from data import batch as batch_lib
 from model import build
 from trainer import mesh as mesh_lib
+from trainer import mfu, program
 from trainer import state as state_lib
-from trainer import steps
 
 CONFIGS = {"s": lambda: statm_savi.get_config("movi_a"), "pp": lambda: statm_savi_pp.get_config("movi_e"),
            "tiny": tiny.get_config}
@@ -98,35 +98,27 @@ def train_batch(c: ml_collections.ConfigDict, batch_size: int, frames: int, seed
 
 def fresh_params(c: ml_collections.ConfigDict, frames: int) -> dict:
     """A config's initial parameters, as the trainer makes them (config.seed)."""
-    model = build.build_model(c.model, c.num_slots, c.conditioning_key)
-    return build.init_params(model, 1, frames, c.data.resolution, c.max_instances, c.seed)
+    return program.from_config(c).fresh_params(frames)
 
 
 def train_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, abstract: bool = False,
                   mesh=None, params: Any = None) -> Program:
-    """The trainer's jitted train step (steps.jit_train_step) with a fresh state and a random batch.
+    """The trainer's jitted train step (trainer/program.py) with a fresh state and a random batch.
     abstract=True: shapes only (for lowering and memory analysis, nothing is computed). params: start from
     these (programs of one architecture share one init) instead of initialising."""
-    mesh = mesh or mesh_lib.make_mesh()
-    model = build.build_model(c.model, c.num_slots, c.conditioning_key)
-    schedule = state_lib.learning_rate_schedule(c.learning_rate, c.warmup_steps, c.num_train_steps)
-    optimizer = state_lib.make_optimizer(schedule, c.max_grad_norm)
-    schema = batch_lib.train_schema(_targets(c))
-    replicated, sharded = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-    fn = steps.jit_train_step(model, optimizer, _targets(c), schema, c.grad_accum_steps, schedule, replicated,
-                              sharded)
-
+    p = program.from_config(c, mesh)
     if abstract:
-        state = state_lib.abstract_train_state(lambda: fresh_params(c, frames), optimizer, replicated)
-        shapes = schema.shapes(batch_size, frames, c.data.resolution, c.max_instances)
-        batch = {f.name: jax.ShapeDtypeStruct(shapes[f.name], jnp.dtype(f.dtype), sharding=sharded)
-                 for f in schema.fields}
-    else:
-        # A shared init is copied: the step donates its state, and would delete the others' arrays.
-        own = fresh_params(c, frames) if params is None else jax.tree_util.tree_map(jnp.array, params)
-        state = jax.device_put(state_lib.create_train_state(own, optimizer), replicated)
-        batch = mesh_lib.global_batch(train_batch(c, batch_size, frames), mesh)
-    return Program(fn, (state, batch), donate=True)
+        return Program(p.train_step(), (p.abstract_state(), p.abstract_batch(batch_size, frames)), donate=True)
+    # A shared init is copied: the step donates its state, and would delete the others' arrays.
+    own = p.fresh_params(frames) if params is None else jax.tree_util.tree_map(jnp.array, params)
+    state = jax.device_put(state_lib.create_train_state(own, p.optimizer), p.replicated)
+    batch = mesh_lib.global_batch(train_batch(c, batch_size, frames), p.mesh)
+    return Program(p.train_step(), (state, batch), donate=True)
+
+
+def step_flops(c: ml_collections.ConfigDict, batch_size: int, frames: int) -> float | None:
+    """FLOPs of one global train step, counted as the trainer's MFU counts them (trainer/mfu.py)."""
+    return mfu.step_flops(program.from_config(c), batch_size, frames)
 
 
 def eval_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, slice_size: int) -> Program:
@@ -142,8 +134,7 @@ def eval_program(c: ml_collections.ConfigDict, batch_size: int, frames: int, sli
 
 def state_bytes(c: ml_collections.ConfigDict) -> int:
     """Bytes of the train state (params and Adam's moments) of a config: what one checkpoint holds."""
-    state = train_program(c, 1, c.data.train_frames, abstract=True).args[0]
-    return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(state)))
+    return program.from_config(c).state_bytes()
 
 
 def alternate(builders: dict, rounds: int) -> dict[str, list[float]]:

@@ -108,24 +108,19 @@ def from_original(seed_config: dict[str, Any]) -> tuple[ml_collections.ConfigDic
     return cfg, int(seed_config["num_slots"]), conditioning
 
 
-# The init program is ~100 inlined threefry draws, run once: compiled without LLVM's optimisations it took
-# 3.8 s of the demo's start-up against 14.6 s optimised, with values equal up to 1 ulp (the same on every
-# process and restart, as both compile it so).
+# The init program is ~100 inlined threefry draws, run once: compiled without LLVM's optimisations it starts
+# several times faster, with values equal up to 1 ulp (BENCHMARKS.md, "What the suite found"); every process
+# and restart compiles it so, hence the same values everywhere.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def init_params(model: STATMSAVi, batch: int, frames: int, resolution: int, max_instances: int,
                 seed: int = 0) -> dict:
-    """Fresh parameters. Under a trace (jax.eval_shape, or an outer jit that places them, which should compile
-    with INIT_COMPILER_OPTIONS) it is traced into the caller's program; called directly it compiles its own."""
+    """Fresh parameters from `seed`: a plain function for the caller to jit once (eagerly it dispatches op by op,
+    far slower), compiled with INIT_COMPILER_OPTIONS, or to trace under jax.eval_shape."""
     video = jnp.zeros((batch, frames, resolution, resolution, 3), jnp.float32)
     boxes = jnp.zeros((batch, frames, max_instances, 4), jnp.float32)
-    key = jax.random.key(seed)
-    # Jitted: an eager init dispatches op by op and takes ~100x longer on CPU.
-    init = jax.jit(lambda k: model.init(k, video, boxes)["params"])
-    if isinstance(key, jax.core.Tracer):
-        return init(key)
-    return init.lower(key).compile(compiler_options=INIT_COMPILER_OPTIONS)(key)
+    return model.init(jax.random.key(seed), video, boxes)["params"]
 
 
 def count_params(params) -> int:

@@ -5,6 +5,7 @@ pinned CUDA environment."""
 import os
 import re
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -110,11 +111,13 @@ def _commands(text: str) -> list[str]:
     return out
 
 
-def test_readme_cluster_walkthrough_uses_the_scripts_own_commands():
-    """Every command of the README's SLURM walk-through that runs one of our scripts is the usage line that
-    script documents (and its test runs)."""
-    readme = open(os.path.join(REPO, "README.md")).read()
-    section = readme[readme.index("### SLURM on H800 nodes"):readme.index("**The preflight**")]
+@pytest.mark.parametrize("page,start,end", [("README.md", "## A SLURM cluster", "## Documentation"),
+                                             ("docs/clusters.md", "## SLURM on H800 nodes", "**The preflight**")])
+def test_documented_cluster_walkthroughs_use_the_scripts_own_commands(page, start, end):
+    """Every command of the README's and the cluster page's SLURM walk-through that runs one of our scripts is
+    the usage line that script documents (and its test runs)."""
+    text = open(os.path.join(REPO, page)).read()
+    section = text[text.index(start):text.index(end)]
     walk = _commands(section.split("```bash")[1].split("```")[0])
     ours = [c for c in walk if c.startswith(("bash ", "make ", "TFDS_DIR=", "DATA_DIR="))]
     assert len(ours) == 5, ours  # install, download, convert, preflight, train

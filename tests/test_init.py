@@ -12,7 +12,8 @@ import pytest
 from conftest import SHARED
 
 from configs import savi, savi_pp, statm_savi, statm_savi_pp
-from model import build, seed_import
+from model import seed_import
+from trainer import program
 
 STATS = os.path.join(SHARED, "reference", "original_init_stats.json")
 # Every paper config and the reference model it is checked against. The SAVi baselines share everything but the
@@ -25,8 +26,7 @@ PREDICTORS = ("Recurrence/TimeSpaceTransformerBlock2_0/", "Recurrence/Transforme
 
 def fresh(config) -> dict[str, np.ndarray]:
     """A fresh init of the config's model (parameters depend on neither K nor T; the resolution is the config's)."""
-    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
-    params = build.init_params(model, 1, 2, config.data.resolution, config.max_instances, config.seed)
+    params = program.from_config(config).fresh_params(frames=2)
     return {path: np.asarray(leaf) for path, leaf in seed_import.flatten(params).items()}
 
 

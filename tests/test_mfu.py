@@ -2,15 +2,10 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 import pytest
 
-from configs.common import model_config
-from data import batch as batch_lib
-from model import build
-from trainer import mesh as mesh_lib
-from trainer import mfu
-from trainer import state as state_lib
+from configs import tiny
+from trainer import mfu, program
 
 
 @pytest.mark.parametrize("kind,dtype,peak", [
@@ -45,35 +40,28 @@ def test_unrolled_count_matches_the_matmuls_and_scan_undercounts():
     assert mfu.lowered_flops(jax.jit(scanned).lower(c, xs)) < matmuls / 3  # the reason for unrolling
 
 
-def predictor_heavy_model():
+def predictor_heavy_config(frames: int):
     """Encoder and decoder of a few FLOPs, a wide predictor MLP: the recurrence is nearly the whole step, so a
     count that sees the scanned time loop once misses nearly (T-1)/T of it."""
-    m = model_config("small")
+    c = tiny.get_config()
+    m = c.model
     m.slot_size, m.init_hidden_size = 64, 16
     m.encoder.update(cnn_features=(4,), cnn_kernel_size=1, cnn_strides=(1,), pos_mlp_hidden=4)
     m.recurrence.update(corrector_qkv=16, predictor_heads=1, predictor_qkv=16, predictor_mlp=2048)
     m.decoder.update(resolution=4, features=(4,), kernel_size=1, strides=(1,), transpose=(False,))
-    return m, build.build_model(m, num_slots=SLOTS)
+    m.decoder.targets = {"flow": 3}
+    c.max_instances, c.data.resolution, c.data.train_frames = SLOTS - 1, 4, frames
+    assert c.num_slots == SLOTS
+    return c
 
 
 SLOTS, BATCH = 8, 2
 
 
-def step_flops(model, frames):
-    optimizer = optax.adam(1e-3)
-    mesh = mesh_lib.make_mesh()
-    rep, bat = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
-    schema = batch_lib.train_schema(("flow",))
-    state = state_lib.abstract_train_state(lambda: build.init_params(model, 1, frames, 4, SLOTS - 1), optimizer, rep)
-    shapes = schema.shapes(BATCH, frames, 4, SLOTS - 1)
-    batch = {f.name: jax.ShapeDtypeStruct(shapes[f.name], f.dtype, sharding=bat) for f in schema.fields}
-    return mfu.step_flops_per_device(model, optimizer, ("flow",), schema, None, rep, bat, state, batch)
-
-
 def test_step_flops_count_every_frame_of_the_recurrence():
     """The trainer's MFU numerator: it must count the time loop T times (XLA counts a scan's body once)."""
-    m, model = predictor_heavy_model()
-    counts = {t: step_flops(model, t) for t in (3, 6)}
+    counts = {t: mfu.step_flops(program.from_config(predictor_heavy_config(t)), BATCH) for t in (3, 6)}
+    m = predictor_heavy_config(3).model
     # The predictor MLP alone, forward and backward (3x the forward), per frame whose prediction feeds the loss
     # (the last frame's prediction is unused, and XLA drops it). A count that sees the scan body once stays far
     # below both bounds: it barely grows with the frames.

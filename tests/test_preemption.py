@@ -58,7 +58,7 @@ def test_a_termination_signal_saves_and_exits_resumably(chaos_run, action):
     # continues from exactly that step.
     assert a.saved_step is not None and a.saved_step >= a.signalled_at_step, a.stdout[-2000:]
     assert after.resumed_from == a.saved_step, after.stdout[-2000:]
-    assert a.signal_to_exit < 20, a.signal_to_exit  # measured: about 2 s on 2 cores (README)
+    assert a.signal_to_exit < 20, a.signal_to_exit  # measured: about 2 s on 2 cores (docs/training.md)
     print(f"{action}: saved step {a.saved_step}, exit {a.signal_to_exit:.2f} s after the signal")
 
 

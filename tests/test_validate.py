@@ -98,7 +98,7 @@ def test_batch_must_split_over_devices_processes_and_micro_batches():
     assert [V.eval_batch_size(c, n, p) for n, p in ((1, 1), (2, 2), (8, 1), (16, 2))] == [3, 4, 8, 16]
 
 
-# The cluster layouts the README promises: 1, 2, 4 and 8 nodes of 8 GPUs, one process per GPU or per node.
+# The cluster layouts docs/clusters.md promises: 1, 2, 4 and 8 nodes of 8 GPUs, one process per GPU or per node.
 @pytest.mark.parametrize("name", [n for n in CONFIGS if ":" in n])
 @pytest.mark.parametrize("devices", [8, 16, 32, 64])
 def test_cluster_configs_are_valid_on_1_to_8_nodes(name, devices):
@@ -142,7 +142,7 @@ def test_cli_refuses_a_bad_config_before_opening_data_or_compiling(tmp_path):
 
 
 def test_cli_expands_the_home_directory_in_the_workdir_and_the_data_dir(tmp_path):
-    """The README's `--config.data.data_dir=~/data/...`: bash leaves `~` after `=` alone, so the trainer expands it."""
+    """The documented `--config.data.data_dir=~/data/...`: bash leaves `~` after `=` alone; the trainer expands it."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)}
     r = subprocess.run([sys.executable, "-m", "trainer.main", "--config", "configs/tiny.py", "--workdir=~/w",
                         "--config.data.data_dir=~/movi_e_128"], cwd=REPO, env=env, capture_output=True, text=True,

@@ -30,7 +30,7 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 def make_eval_step(run: Run):
     c = run.config
-    return steps.jit_eval_step(run.model, c.num_slots, c.max_instances, c.eval_slice_size, run.replicated,
+    return steps.jit_eval_step(run.program.model, c.num_slots, c.max_instances, c.eval_slice_size, run.replicated,
                                run.batch_sharding)
 
 
@@ -96,7 +96,8 @@ def evaluate_and_log(run: Run, eval_step, params: Any, step: int,
 
 
 def protocol(config: ml_collections.ConfigDict, num_videos: int) -> dict[str, Any]:
-    """What an evaluation number means, for comparing it with a paper's table (README, "Evaluation protocol")."""
+    """What an evaluation number means, for comparing it with a paper's table (docs/training.md, "Evaluation
+    protocol")."""
     c, d = config, config.data
     memory = c.model.recurrence.memory_size
     return {

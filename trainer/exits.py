@@ -219,7 +219,7 @@ def exit_hung(reason: str, process_index: int | None = None, exit: Callable[[int
 
 
 def table() -> str:
-    """The exit-code table, as the README holds it."""
+    """The exit-code table, as docs/training.md holds it."""
     rows = ["| code | name | restart | meaning |", "|---|---|---|---|"]
     rows += [f"| {c.code} | {c.name} | {'yes' if c.restart else 'no'} | {c.meaning} |" for c in CODES]
     return "\n".join(rows)

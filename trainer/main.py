@@ -6,7 +6,7 @@ Trains with periodic evaluation and resumes from WORKDIR/checkpoints; `--mode ev
 checkpoint (or --step N) on the full validation split. Every attempt appends to WORKDIR/events.jsonl
 (`python -m trainer.goodput WORKDIR` reports on it).
 
-Exit codes: trainer/exits.py (`python -m trainer.exits table`; README, "Exit codes"): 0 done, 1 bad input,
+Exit codes: trainer/exits.py (`python -m trainer.exits table`; docs/training.md, "Exit codes"): 0 done, 1 bad input,
 3 diverged, 70 internal error, 74 filesystem error (resumable), 75 preempted (resumable), 76 hung (resumable),
 77 workdir taken over by another run, 78 gave up after repeated filesystem errors without progress.
 

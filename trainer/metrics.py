@@ -4,10 +4,10 @@ All metrics are per video over all its frames jointly (frame 0, the conditioning
 pixels with padding_mask == 0 are ignored. Dataset scores are means over real (mask=True) videos.
 
 mIoU is implemented in neither the SAVi nor the STATM code, and neither paper defines it, so two definitions are
-reported, named (also in the README). Both pair slot k with ground-truth object k (slot 0 is the background slot,
-conditioned on the zero box; slot k on object k's first-frame box; segmentation id k = object k), both count only
-objects present in the video (at least one valid pixel in any frame) and both are means over objects, then over
-videos (videos without objects are left out):
+reported, named (also in docs/training.md, "Evaluation protocol"). Both pair slot k with ground-truth object k
+(slot 0 is the background slot, conditioned on the zero box; slot k on object k's first-frame box; segmentation
+id k = object k), both count only objects present in the video (at least one valid pixel in any frame) and both
+are means over objects, then over videos (videos without objects are left out):
 - `miou` (video IoU): IoU_k = sum_t |P_k,t ∩ G_k,t| / sum_t |P_k,t ∪ G_k,t|, one IoU per object over the whole
   video; frames where the object is absent count (a slot that paints pixels there is penalised);
 - `miou_per_frame` (frame IoU, as video object segmentation's J): IoU_k,t per frame, averaged over the frames

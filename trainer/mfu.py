@@ -9,10 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
-from trainer import steps
-
 # Dense (no sparsity) peak FLOP/s per device from the vendors' data sheets: bf16 tensor cores, and TF32
 # tensor cores (what XLA's default matmul precision uses for float32 on these GPUs). Matched in order
 # against jax.Device.device_kind, lower-cased; more specific names first.
@@ -47,15 +43,9 @@ def lowered_flops(lowered: Any) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def step_flops_per_device(model: Any, optimizer: Any, targets: tuple[str, ...], schema: Any, schedule: Any,
-                          state_sharding: Any, batch_sharding: Any, state: Any, batch: Any) -> float | None:
-    """FLOPs of one global train step of `model`, per device.
-
-    Counted on the same step with its time loop unrolled (time_loop="python"): XLA's cost analysis counts a
-    while-loop (scan) body once, whatever its trip count. Without gradient-accumulation micro-batches (a scan
-    as well; the FLOPs are the same). Only lowered, never compiled or run; state and batch may be abstract.
-    The global FLOPs are shared evenly by the data-parallel devices."""
-    unrolled = steps.jit_train_step(model.clone(time_loop="python"), optimizer, targets, schema, 1, schedule,
-                                    state_sharding, batch_sharding)
-    flops = lowered_flops(unrolled.lower(state, batch))
-    return None if flops is None else flops / jax.device_count()
+def step_flops(program: Any, batch_size: int, frames: int | None = None) -> float | None:
+    """FLOPs of one global train step of `program` (trainer/program.py) at this global batch, lowered on abstract
+    inputs (never compiled or run) in its FLOP-counting form: time unrolled, since XLA's cost analysis counts a
+    while-loop (scan) body once whatever its trip count. Data-parallel devices share them evenly."""
+    step = program.train_step(for_flop_count=True)
+    return lowered_flops(step.lower(program.abstract_state(), program.abstract_batch(batch_size, frames)))

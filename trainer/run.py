@@ -7,25 +7,20 @@ opened or anything compiled), the workdir, the data, then the model and its abst
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import socket
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import ml_collections
-import optax
 from jax.sharding import Mesh, NamedSharding
 
 from configs.validate import validate
 from data import batch
 from data.pipeline import datasets
 from data.records.shards import VideoRecordSource
-from model import build
-from model.video import STATMSAVi
 from trainer import checkpoint, runtime, writers
 from trainer import mesh as mesh_lib
+from trainer import program as program_lib
 from trainer import state as state_lib
 from trainer.exits import BadInput
 from trainer.lease import Lease, LeaseHeld
@@ -92,13 +87,10 @@ class Run:
     spec: datasets.PreprocessSpec
     train_source: VideoRecordSource | None  # None in eval mode
     eval_source: VideoRecordSource
-    model: STATMSAVi
-    optimizer: optax.GradientTransformation
-    schedule: optax.Schedule
-    init_params: Callable[[], Any]  # fresh parameters (config.seed), jitted
+    program: program_lib.TrainProgram  # model, schedule, optimizer and the train step's factory
     abstract_state: state_lib.TrainState  # shapes, dtypes and current shardings: the restore target
     checkpoints: checkpoint.Checkpoints
-    writer: writers.MultiWriter  # clu MetricWriter interface
+    writer: writers.MultiWriter  # TensorBoard and metrics.jsonl on process 0 (writers.Writer)
     lease: Lease | None = None  # process 0 of a training run: the workdir's lease, checked before every save
 
     @property
@@ -151,18 +143,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
 def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primary: bool, lease: Lease | None) -> Run:
     mesh = mesh_lib.make_mesh()
     spec = datasets.spec_from_config(config)
+    program = program_lib.from_config(config, mesh)
     d = config.data
     train_source = datasets.open_split(d.data_dir, d.train_split, spec.max_instances) if mode == "train" else None
     eval_source = datasets.open_split(d.data_dir, d.eval_split, spec.max_instances)
-    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
-    schedule = state_lib.learning_rate_schedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
-    optimizer = state_lib.make_optimizer(schedule, config.max_grad_norm)
-    init_params = functools.partial(build.init_params, model, 1, spec.train_frames, spec.resolution,
-                                    spec.max_instances, config.seed)
-    abstract = state_lib.abstract_train_state(init_params, optimizer, mesh_lib.replicated(mesh))
     return Run(config=config, workdir=workdir, is_primary=is_primary, mesh=mesh, spec=spec,
-               train_source=train_source, eval_source=eval_source, model=model, optimizer=optimizer,
-               schedule=schedule, init_params=init_params, abstract_state=abstract,
+               train_source=train_source, eval_source=eval_source, program=program,
+               abstract_state=program.abstract_state(),
                checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
                                                   config.checkpoint_keep_period, config.barrier_timeout_seconds),
                writer=writers.create_writer(workdir, is_primary and mode == "train"), lease=lease)

@@ -84,13 +84,6 @@ def eval_step(params: Any, batch: dict, *, model, num_slots: int, max_instances:
             **{f"pred_{k}": out[k] for k in ("flow", "depth", "video") if k in out}}
 
 
-def jit_train_step(model, optimizer, targets, schema, grad_accum_steps, schedule, state_sharding, batch_sharding):
-    fn = functools.partial(train_step, model=model, optimizer=optimizer, targets=tuple(targets), schema=schema,
-                           grad_accum_steps=grad_accum_steps, schedule=schedule)
-    return jax.jit(fn, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-                   donate_argnums=(0,))
-
-
 def jit_eval_step(model, num_slots, max_instances, slice_size, params_sharding, batch_sharding):
     fn = functools.partial(eval_step, model=model, num_slots=num_slots, max_instances=max_instances,
                            slice_size=slice_size)

@@ -14,7 +14,7 @@ import jax
 
 from data.pipeline import datasets
 from model import build, decoder
-from trainer import checkpoint, evaluate, mfu, runtime, steps, writers
+from trainer import checkpoint, evaluate, mfu, runtime, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer.events import EventLog
@@ -76,15 +76,15 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
     if c.init_from:  # restored straight onto the devices: no fresh init is compiled only to be replaced
         params = checkpoint.restore_params(c.init_from, run.abstract_state.params)
     else:
-        init = jax.jit(run.init_params, out_shardings=run.replicated).lower()
-        params = init.compile(compiler_options=build.INIT_COMPILER_OPTIONS)()
+        params = run.program.fresh_params()
     if not c.init_from and c.readout_bias_init == "target_mean":
         means = datasets.target_means(train_ds, run.train_schema, run.targets, c.batch_size)
         log.info("readout biases from the first %d training videos: %s", c.batch_size,
                  {k: v.round(4).tolist() for k, v in means.items()})
         params = jax.jit(lambda p: decoder.with_readout_bias(p, means, c.model.decoder.early_fusion),
                          out_shardings=run.replicated)(params)
-    state = jax.jit(lambda p: state_lib.create_train_state(p, run.optimizer), out_shardings=run.replicated)(params)
+    optimizer = run.program.optimizer
+    state = jax.jit(lambda p: state_lib.create_train_state(p, optimizer), out_shardings=run.replicated)(params)
     run.writer.resume_at(-1)  # a fresh start: rows left by an earlier attempt that saved nothing are dropped
     return state, 0, False
 
@@ -186,12 +186,14 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
             run.writer.write_hparams({"config": c.to_json()})
 
         # -------------------------------------------------------------------- Steps
-        train_step = steps.jit_train_step(run.model, run.optimizer, run.targets, run.train_schema,
-                                          c.grad_accum_steps, run.schedule, run.replicated, run.batch_sharding)
+        train_step = run.program.train_step()
         eval_step = evaluate.make_eval_step(run)
-        # MFU on GPUs in the peak table (or with config.peak_flops): FLOPs per step / peak, times steps/s.
+        # MFU on GPUs in the peak table (or with config.peak_flops): FLOPs per step and device / peak, times
+        # steps/s. The FLOPs are counted by lowering the step on abstract inputs, here, before the loop.
         peak = c.peak_flops or mfu.peak_flops(jax.devices()[0].device_kind, c.model.dtype)
         flop_share = None
+        if peak:
+            flop_share = (mfu.step_flops(run.program, c.batch_size) or 0.0) / jax.device_count() / peak
 
         # -------------------------------------------------------------------- Loop
         meta = {"data_fingerprint": fingerprint, "config": json.loads(c.to_json())}
@@ -207,10 +209,6 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
             local = next(train_it)
             progress.data_wait(time.perf_counter() - wait)
             batch = mesh_lib.global_batch(local, run.mesh)
-            if peak and flop_share is None:  # once, before the step donates the state
-                flops = mfu.step_flops_per_device(run.model, run.optimizer, run.targets, run.train_schema,
-                                                  run.schedule, run.replicated, run.batch_sharding, state, batch)
-                flop_share = (flops or 0.0) / peak
             state, metrics = train_step(state, batch)
             step += 1
             if step == first + 1:

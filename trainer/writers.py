@@ -1,36 +1,29 @@
-"""Metric sinks: TensorBoard events without TensorFlow and metrics.jsonl, behind clu's MetricWriter interface;
-a console progress line. Only process 0 writes (`create_writer` returns a no-op elsewhere).
-
-clu's interface is loaded when the first writer is created, not when this module is imported, and our sinks
-are registered as its (virtual) subclasses once they are checked to implement every abstract method."""
+"""Metric sinks: TensorBoard events (tensorboardX, no TensorFlow) and metrics.jsonl on process 0, behind one
+small interface (`Writer`); a console progress line. `create_writer` returns a writer of no sinks elsewhere."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-INTERFACE_MODULE = "clu_metric_writers_interface"
 
+@runtime_checkable
+class Writer(Protocol):
+    """What the trainer writes: scalars per step, pictures at evaluations, the config once. `resume_at(step)`
+    drops what an interrupted attempt wrote past `step`, so that every step has one row however often a run
+    restarts."""
 
-@functools.cache
-def clu_metric_writer() -> type:
-    """clu's MetricWriter ABC, loaded from its own file: `import clu.metric_writers` runs a package __init__
-    that imports TensorFlow (clu 0.0.12); interface.py itself needs only numpy and jax."""
-    origin = importlib.util.find_spec("clu").origin
-    spec = importlib.util.spec_from_file_location(
-        INTERFACE_MODULE, os.path.join(os.path.dirname(origin), "metric_writers", "interface.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[INTERFACE_MODULE] = module  # one copy per process, visible as loaded
-    return module.MetricWriter
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None: ...
+    def write_images(self, step: int, images: Mapping[str, Any]) -> None: ...
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None: ...
+    def resume_at(self, step: int) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class TensorBoardWriter:
@@ -47,9 +40,6 @@ class TensorBoardWriter:
         self._w.close()
         self._w = self._cls(self._logdir, flush_secs=30, purge_step=step + 1)
 
-    def write_summaries(self, step, values, metadata=None):
-        self.write_scalars(step, values)
-
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         for k, v in scalars.items():
             self._w.add_scalar(k, float(v), int(step))
@@ -57,22 +47,6 @@ class TensorBoardWriter:
     def write_images(self, step: int, images: Mapping[str, Any]):
         for k, v in images.items():  # (H, W, C) uint8 or float in [0, 1]
             self._w.add_image(k, np.asarray(v), int(step), dataformats="HWC")
-
-    def write_videos(self, step: int, videos: Mapping[str, Any]):
-        for k, v in videos.items():  # (T, H, W, C): shown as a row of frames (GIFs go to the workdir)
-            v = np.asarray(v)
-            self._w.add_image(k, np.concatenate(list(v), axis=1), int(step), dataformats="HWC")
-
-    def write_audios(self, step: int, audios: Mapping[str, Any], *, sample_rate: int):
-        raise NotImplementedError("this project writes no audio")
-
-    def write_texts(self, step: int, texts: Mapping[str, str]):
-        for k, v in texts.items():
-            self._w.add_text(k, v, int(step))
-
-    def write_histograms(self, step: int, arrays: Mapping[str, Any], num_buckets: Mapping[str, int] | None = None):
-        for k, v in arrays.items():
-            self._w.add_histogram(k, np.asarray(v), int(step))
 
     def write_hparams(self, hparams: Mapping[str, Any]):
         self._w.add_text("hparams", json.dumps(dict(hparams), indent=1, default=str), 0)
@@ -103,29 +77,14 @@ class JsonlWriter:
         os.replace(tmp, self._path)
         self._f = open(self._path, "a")  # noqa: SIM115 - closed in close()
 
-    def write_summaries(self, step, values, metadata=None):
-        self.write_scalars(step, values)
-
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         self._f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
         self._f.flush()
 
-    def write_images(self, step, images):
+    def write_images(self, step, images):  # scalars only: pictures go to TensorBoard and WORKDIR/pictures
         pass
 
-    def write_videos(self, step, videos):
-        pass
-
-    def write_audios(self, step, audios, *, sample_rate):
-        pass
-
-    def write_texts(self, step, texts):
-        pass
-
-    def write_histograms(self, step, arrays, num_buckets=None):
-        pass
-
-    def write_hparams(self, hparams):
+    def write_hparams(self, hparams):  # the config is in every checkpoint's metadata
         pass
 
     def flush(self):
@@ -136,6 +95,8 @@ class JsonlWriter:
 
 
 class MultiWriter:
+    """Every call goes to each sink in turn."""
+
     def __init__(self, writers: list):
         self._writers = writers
 
@@ -143,26 +104,11 @@ class MultiWriter:
         for w in self._writers:
             getattr(w, method)(*args, **kwargs)
 
-    def write_summaries(self, step, values, metadata=None):
-        self._all("write_summaries", step, values, metadata)
-
     def write_scalars(self, step, scalars):
         self._all("write_scalars", step, scalars)
 
     def write_images(self, step, images):
         self._all("write_images", step, images)
-
-    def write_videos(self, step, videos):
-        self._all("write_videos", step, videos)
-
-    def write_audios(self, step, audios, *, sample_rate):
-        self._all("write_audios", step, audios, sample_rate=sample_rate)
-
-    def write_texts(self, step, texts):
-        self._all("write_texts", step, texts)
-
-    def write_histograms(self, step, arrays, num_buckets=None):
-        self._all("write_histograms", step, arrays, num_buckets)
 
     def write_hparams(self, hparams):
         self._all("write_hparams", hparams)
@@ -177,21 +123,8 @@ class MultiWriter:
         self._all("close")
 
 
-@functools.cache
-def register_with_clu() -> type:
-    """Registers our sinks as implementations of clu's MetricWriter (isinstance holds); returns that ABC."""
-    interface = clu_metric_writer()
-    for cls in (TensorBoardWriter, JsonlWriter, MultiWriter):
-        missing = sorted(m for m in interface.__abstractmethods__ if not callable(getattr(cls, m, None)))
-        if missing:
-            raise TypeError(f"{cls.__name__} does not implement clu's MetricWriter: missing {missing}")
-        interface.register(cls)
-    return interface
-
-
 def create_writer(workdir: str, is_primary: bool) -> MultiWriter:
     """TensorBoard under WORKDIR/tensorboard plus WORKDIR/metrics.jsonl on process 0; nothing elsewhere."""
-    register_with_clu()
     if not is_primary:
         return MultiWriter([])
     return MultiWriter([TensorBoardWriter(os.path.join(workdir, "tensorboard")),

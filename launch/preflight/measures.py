@@ -3,12 +3,9 @@ two measurements that need no peers (the state's size, the write bandwidth of on
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections import Counter
-
-import jax
 
 from launch.preflight.verdict import Row
 
@@ -113,16 +110,9 @@ def clock_row(skew: float | None, max_skew: float, hosts: int) -> Row:
 
 def state_bytes(config) -> int:
     """The train state's bytes (parameters and optimizer state): what one checkpoint writes."""
-    from model import build
-    from trainer import state as state_lib
+    from trainer import program
 
-    spec_frames, resolution = config.data.train_frames, config.data.resolution
-    model = build.build_model(config.model, config.num_slots, config.conditioning_key)
-    init = functools.partial(build.init_params, model, 1, spec_frames, resolution, config.max_instances, config.seed)
-    schedule = state_lib.learning_rate_schedule(config.learning_rate, config.warmup_steps, config.num_train_steps)
-    optimizer = state_lib.make_optimizer(schedule, config.max_grad_norm)
-    shapes = jax.eval_shape(lambda: state_lib.create_train_state(init(), optimizer))
-    return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
+    return program.from_config(config).state_bytes()
 
 
 def save_bandwidth(directory: str, nbytes: int, chunk: int = 16 * 2**20) -> dict:
