@@ -2,7 +2,8 @@
 
 Every measure of the suite, side by side in one process tree, each judged against its target; the tables of
 BENCHMARKS.md are rewritten with the figures, the date, the machine and this command (--no_write: print only).
---quick runs every measure at a reduced size. --gpu runs the GPU section alone (on the machine's accelerators).
+--quick runs every measure at a reduced size. --gpu runs the GPU section and the checkpoint section on the
+machine's accelerators (the step time while a save is written is judged only there).
 Sections: data, train_vs_original, profile, scan, eval_buffers, data_wait, checkpoint, restart, scaling, memory,
 capacity (from the figures of data, checkpoint, restart and memory).
 The data section's side-by-side with the original's TensorFlow chain runs TensorFlow from its own environment,
@@ -122,7 +123,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="every measure at a reduced size (~12 min on 2 cores)")
     p.add_argument("--json", default=None, help="write one object per measure to this file")
     p.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
-    p.add_argument("--gpu", action="store_true", help="the GPU section alone")
+    p.add_argument("--gpu", action="store_true", help="the GPU and checkpoint sections only")
     p.add_argument("--tf_python", default=None, help="python with TensorFlow (default: .venv-tf's, built if absent)")
     p.add_argument("--no_tf", action="store_true", help="skip the TensorFlow comparison (reported as not measured)")
     p.add_argument("--movi_sample", default=os.path.normpath(os.path.join(SHARED, "movi_sample")))
@@ -140,7 +141,7 @@ def main() -> int:
     if a.gpu:
         from bench import gpu
 
-        sections = [gpu.run(a.quick, log)]
+        sections = [gpu.run(a.quick, log), checkpoint_io.run(a.quick, log=log)[0]]
     else:
         sections = run_sections(names, a)
     command = "python -m bench " + " ".join(sys.argv[1:])

@@ -28,6 +28,8 @@ def _state(name: str):
 
 
 def save_costs(work: str, rounds: int, steps_per_round: int) -> dict:
+    import jax
+
     from trainer.checkpoint import Checkpoints
 
     state = _state("pp")
@@ -56,6 +58,7 @@ def save_costs(work: str, rounds: int, steps_per_round: int) -> dict:
             ckpt.wait_until_finished()
             ckpt.close()
     out["state_bytes"] = programs.state_bytes(programs.config("pp"))
+    out["backend"] = jax.default_backend()
     return out
 
 
@@ -68,8 +71,12 @@ def run(quick: bool, work: str | None = None, log=print) -> tuple[Section, dict]
     measures = [
         Measure("loop time blocked by an async save / a synchronous save", blocking / sync, "x", "<= 0.05",
                 f"{gb:.2f} GB state: {blocking:.2f} s against {sync:.2f} s"),
-        Measure("step time while a save is in flight / without", in_flight / step, "x", "<= 1.1",
-                f"tiny train step, {1e3 * in_flight:.1f} against {1e3 * step:.1f} ms"),
+        # On a CPU the step and the writer share the same cores, so the ratio measures the box, not the overlap:
+        # it is reported there and judged only where the step runs on a GPU (python -m bench --gpu).
+        Measure("step time while a save is in flight / without", in_flight / step, "x",
+                "<= 1.1" if r["backend"] == "gpu" else None,
+                f"tiny train step on {r['backend']}, {1e3 * in_flight:.1f} against {1e3 * step:.1f} ms"
+                + ("" if r["backend"] == "gpu" else "; judged on a GPU only (python -m bench --gpu)")),
         Measure("synchronous save of the STATM-SAVi++ train state", gb / sync, "GB/s", None, "this machine's disk"),
     ]
     return Section("checkpoint", "Checkpoint saves", measures), {"state_bytes": r["state_bytes"],

@@ -121,6 +121,12 @@ def add_training(config: ml_collections.ConfigDict, num_train_steps: int = 100_0
     config.nonfinite_updates = "stop"
     config.eval_at_start = False  # evaluate the untrained model first (the demo's step-0 row)
     config.peak_flops = 0.0  # peak FLOP/s of one device for MFU; 0: from trainer/mfu.py's GPU table
+    # The profiler (trainer/profiler.py): the updates that make steps profile_start_step (0: off) to
+    # profile_start_step + profile_num_steps - 1 are traced into WORKDIR/profile, on process 0 ("primary") or on
+    # every process ("all"). Start after the first step: its compile would fill the trace.
+    config.profile_start_step = 0
+    config.profile_num_steps = 3
+    config.profile_processes = "primary"
     config.init_from = ""  # Orbax params from `python -m model.seed_import convert` to start from
     # "zeros" (the original) | "target_mean": each target head's bias starts at the target's per-channel mean
     # over the first training batch (data-dependent init; see model.decoder.with_readout_bias). Only for a

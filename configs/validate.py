@@ -26,16 +26,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.recurrence.predictor": ("statm", "transformer"),
     "model.decoder.conv_transpose": ("auto", "lax", "phases"),
     "nonfinite_updates": ("stop", "skip"),
+    "profile_processes": ("primary", "all"),
 }
 POSITIVE = ("batch_size", "eval_batch_size", "num_train_steps", "grad_accum_steps", "log_loss_every_steps",
             "eval_every_steps", "checkpoint_every_steps", "checkpoint_keep", "max_instances", "num_slots",
             "learning_rate", "max_grad_norm", "data.resolution", "data.train_frames", "data.eval_frames",
             "model.slot_size", "model.decoder.resolution", "model.recurrence.num_iterations",
             "heartbeat_timeout_seconds", "barrier_timeout_seconds", "lease_timeout_seconds",
-            "max_attempts_without_progress")
+            "max_attempts_without_progress", "profile_num_steps")
 NON_NEGATIVE = ("warmup_steps", "eval_slice_size", "peak_flops", "checkpoint_keep_period",
                 "compilation_cache_min_seconds", "step_timeout_seconds", "data.worker_count",
-                "model.recurrence.memory_size", "lease_wait_seconds")
+                "model.recurrence.memory_size", "lease_wait_seconds", "profile_start_step")
 # Conditioning on first-frame objects makes one slot per object plus the background slot.
 CONDITIONED = ("boxes", "center_of_mass")
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from data.batch import Schema
 
@@ -77,13 +77,60 @@ def prediction_rows(video, gt_seg, pred_seg, alphas, target, pred_target) -> lis
             to_uint8(pred_target)]
 
 
-def save_png(path: str, rows: list[np.ndarray]) -> np.ndarray:
-    image = grid(rows)
+def prediction_labels(target: str) -> tuple[str, ...]:
+    """The names of prediction_rows' rows, for a reconstructed `target` ("video" or "flow")."""
+    shown = "frames" if target == "video" else target
+    return ("input", "true objects", "predicted slots", "slot masks", f"target {shown}", "reconstruction")
+
+
+MIN_SIDE = 64  # frames smaller than this are enlarged (nearest neighbour) so that a mask's outline shows
+LABEL_WIDTH = 120
+INK, PAPER = (0, 0, 0), (255, 255, 255)
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """(T, H, W, C) -> (T, factor*H, factor*W, C), each pixel a factor x factor block."""
+    return frames if factor == 1 else np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
+
+
+def scale_for(rows: list[np.ndarray]) -> int:
+    return max(1, -(-MIN_SIDE // rows[0].shape[1]))
+
+
+def labelled_grid(rows: list[np.ndarray], labels: tuple[str, ...], num_slots: int) -> np.ndarray:
+    """grid() with each frame enlarged to at least MIN_SIDE pixels, each row's name on its left and, below,
+    the slot colours: slot k is conditioned on object k and drawn in object k's colour, slot 0 the background."""
+    factor = scale_for(rows)
+    body = grid([upscale(r, factor) for r in rows])
+    side = rows[0].shape[1] * factor
+    legend_h = 24
+    image = Image.new("RGB", (LABEL_WIDTH + body.shape[1], body.shape[0] + legend_h), PAPER)
+    image.paste(Image.fromarray(body), (LABEL_WIDTH, 0))
+    draw = ImageDraw.Draw(image)
+    for i, label in enumerate(labels):
+        draw.text((4, i * side + side // 2 - 5), label, fill=INK)
+    draw.text((4, body.shape[0] + 6), "slot colours", fill=INK)
+    x, pal = LABEL_WIDTH, palette()
+    for k in range(num_slots):
+        draw.rectangle((x, body.shape[0] + 4, x + 15, body.shape[0] + 19), fill=tuple(int(c) for c in pal[k]),
+                       outline=INK)
+        name = f"{k} background" if k == 0 else str(k)
+        draw.text((x + 19, body.shape[0] + 6), name, fill=INK)
+        x += 19 + 8 * len(name) + 10
+    return np.asarray(image)
+
+
+def save_png(path: str, rows: list[np.ndarray], labels: tuple[str, ...] | None = None,
+             num_slots: int = 0) -> np.ndarray:
+    """The rows as one picture (labelled_grid when `labels` are given); returns it."""
+    image = labelled_grid(rows, labels, num_slots) if labels else grid(rows)
     Image.fromarray(image).save(path)
     return image
 
 
 def save_gif(path: str, rows: list[np.ndarray], fps: int = 6) -> None:
-    """One frame of the GIF per video frame: the rows stacked."""
-    frames = [Image.fromarray(np.concatenate([r[t] for r in rows], axis=0)) for t in range(rows[0].shape[0])]
+    """One frame of the GIF per video frame: the rows stacked, enlarged as in labelled_grid."""
+    factor = scale_for(rows)
+    frames = [Image.fromarray(np.concatenate([upscale(r[t:t + 1], factor)[0] for r in rows], axis=0))
+              for t in range(rows[0].shape[0])]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)

@@ -11,6 +11,12 @@ functions named below are wrapped.
                                  by renaming its tmp directory)
 --slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
 --bug_at_step K                  logging step K raises a ValueError, as a bug in our code would
+--slow_input_process I --slow_input_seconds S
+                                 on the process started with --process_id=I only, every training batch comes S
+                                 seconds late (a host whose input pipeline is short of CPUs)
+
+Under `python -m launch.local --module tests.faults -- FAULTS -- TRAINER ARGS` every process runs it, with its
+--process_id among the trainer arguments.
 """
 
 import argparse
@@ -76,6 +82,28 @@ def slow_eval(seconds: float) -> None:
     evaluate.datasets.eval_batches = slow
 
 
+def slow_input(seconds: float) -> None:
+    from data.pipeline import datasets
+
+    original = datasets.train_iterator
+
+    class Late:
+        def __init__(self, it):
+            self._it = it
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            time.sleep(seconds)
+            return next(self._it)
+
+        def __getattr__(self, name):  # get_state, set_state, close
+            return getattr(self._it, name)
+
+    datasets.train_iterator = lambda *args, **kwargs: Late(original(*args, **kwargs))
+
+
 def main() -> None:
     split = sys.argv.index("--")
     p = argparse.ArgumentParser()
@@ -84,6 +112,8 @@ def main() -> None:
     p.add_argument("--eio_on_save_after_step", type=int)
     p.add_argument("--slow_eval_seconds", type=float)
     p.add_argument("--bug_at_step", type=int)
+    p.add_argument("--slow_input_process", type=int)
+    p.add_argument("--slow_input_seconds", type=float, default=0.0)
     a = p.parse_args(sys.argv[1:split])
     sys.path.insert(0, REPO)
     if a.pause_at_step is not None:
@@ -94,6 +124,8 @@ def main() -> None:
         bug_at(a.bug_at_step)
     if a.slow_eval_seconds:
         slow_eval(a.slow_eval_seconds)
+    if a.slow_input_process is not None and f"--process_id={a.slow_input_process}" in sys.argv[split + 1:]:
+        slow_input(a.slow_input_seconds)
     sys.argv = ["trainer.main", *sys.argv[split + 1:]]
     runpy.run_module("trainer.main", run_name="__main__", alter_sys=True)
 

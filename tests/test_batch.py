@@ -60,3 +60,24 @@ def test_writers_implement_the_interface_and_need_no_tensorflow(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["True", "2", "False"]
     assert open(os.path.join(tmp_path, "metrics.jsonl")).read() == '{"step": 3, "a": 1.5}\n'
+
+
+def test_prediction_pictures_are_enlarged_labelled_and_carry_the_slot_legend(tmp_path):
+    rng = np.random.default_rng(0)
+    t, side, slots = 5, 16, 4
+    video = rng.random((t, side, side, 3), np.float32)
+    seg = rng.integers(0, slots, (t, side, side))
+    alphas = rng.dirichlet(np.ones(slots), (t, side, side)).transpose(0, 3, 1, 2)
+    rows = pictures.prediction_rows(video, seg, seg, alphas, video, video)
+    image = pictures.save_png(str(tmp_path / "p.png"), rows, pictures.prediction_labels("flow"), slots)
+    factor = pictures.MIN_SIDE // side  # 16-pixel frames drawn 4x larger, each pixel a 4 x 4 block
+    assert image.shape == (6 * side * factor + 24, pictures.LABEL_WIDTH + t * side * factor, 3)
+    body = image[: 6 * side * factor, pictures.LABEL_WIDTH:]
+    np.testing.assert_array_equal(body[side * factor: 2 * side * factor, : side * factor],
+                                  pictures.upscale(pictures.palette()[seg[:1]], factor)[0])  # true objects, frame 0
+    labels = image[: 6 * side * factor, : pictures.LABEL_WIDTH]
+    assert [bool((labels[i * side * factor:(i + 1) * side * factor] < 128).any()) for i in range(6)] == [True] * 6
+    legend = image[6 * side * factor:, pictures.LABEL_WIDTH:]
+    for k in range(slots):  # every slot's colour appears in the legend strip
+        assert (legend == pictures.palette()[k]).all(axis=-1).sum() >= 100, k
+    assert pictures.prediction_labels("video")[4] == "target frames"

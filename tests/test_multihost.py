@@ -7,6 +7,7 @@ differ between processes and only process 0 writes the cache, so process 1 compi
 3. 1 process × 4 devices restarts from k and finishes.
 Steps 1..k are trained by 2-process runs, k+1..12 by 1 × 4; all are compared with an uninterrupted 1 × 4 run."""
 
+import json
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from trainer import exits
 
 OVERRIDES = (*REFERENCE_OVERRIDES, f"--config.compilation_cache_dir={COMPILATION_CACHE}")
 TIMEOUT = 5  # seconds: heartbeat and barrier timeouts of the 2-process runs
+SLOW_INPUT = 0.3  # seconds: how late each of process 1's training batches comes
 pytestmark = pytest.mark.slow
 
 
@@ -34,9 +36,11 @@ class Attempt:
 
 
 def launch(data_dir, workdir, log):
-    """`python -m launch.local` 2 × 2 in its own session, output to `log`."""
+    """`python -m launch.local` 2 × 2 in its own session, output to `log`. Process 1's training batches come
+    SLOW_INPUT seconds late (tests/faults.py), which the input telemetry must point at."""
     cmd = [sys.executable, "-m", "launch.local", "--num_processes", "2", "--devices_per_process", "2",
-           "--grace_seconds", "60", "--", "--config", os.path.join(REPO, "configs", "tiny.py"),
+           "--grace_seconds", "60", "--module", "tests.faults", "--", "--slow_input_process", "1",
+           "--slow_input_seconds", str(SLOW_INPUT), "--", "--config", os.path.join(REPO, "configs", "tiny.py"),
            "--workdir", str(workdir), f"--config.data.data_dir={data_dir}", *OVERRIDES,
            f"--config.heartbeat_timeout_seconds={TIMEOUT}", f"--config.barrier_timeout_seconds={TIMEOUT}",
            "--config.step_timeout_seconds=60"]
@@ -84,7 +88,7 @@ def scenario(tiny_synthetic, tmp_path_factory, four_device_losses):  # the refer
     saved = re.findall(r"received a termination signal: saved step (\d+);", terminated.out)
     finished = train(tiny_synthetic, w, *OVERRIDES, devices=4)
     return {"killed": killed, "after_kill": after_kill, "terminated": terminated, "saved": saved,
-            "finished": finished, "losses": losses(w)}
+            "finished": finished, "losses": losses(w), "workdir": w}
 
 
 def test_kill9_of_one_process_ends_the_other_within_the_timeout(scenario):
@@ -122,3 +126,22 @@ def test_two_processes_give_the_losses_of_one_by_four(scenario, four_device_loss
         assert got[step] == pytest.approx(four_device_losses[step], rel=1e-6), (step, got[step])
     out = scenario["terminated"].out
     assert "[0] step " in out and "[1] step " not in out  # progress lines: process 0 only
+
+
+def test_every_process_reports_its_input_and_goodput_names_the_slow_one(scenario):
+    """Process 1's batches came SLOW_INPUT s late in both 2-process attempts: its own data-wait share, in its own
+    telemetry file, is the largest, and the goodput report puts it first."""
+    w = scenario["workdir"]
+    steps = {i: [json.loads(line)["step"] for line in open(w / "telemetry" / f"process-{i}.jsonl")] for i in (0, 1)}
+    assert set(range(1, 6)) <= set(steps[1]), steps  # every log step of the 2-process attempts, on process 1 too
+    r = subprocess.run([sys.executable, "-m", "trainer.goodput", str(w), "--json"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    found = json.loads(r.stdout)["input"]
+    shares = {x["name"].rsplit(" ", 1)[1]: x["data_wait_share"] for x in found["processes"]}
+    print(f"mean data-wait share: process 0 {shares['0']:.2f}, process 1 {shares['1']:.2f}")
+    assert found["processes"][0]["name"].endswith("process 1") and shares["1"] > 2 * shares["0"], found
+    assert len(found["hosts"]) == 1  # both on this machine
+    text = subprocess.run([sys.executable, "-m", "trainer.goodput", str(w)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60).stdout
+    assert re.search(r"process 1 +data wait .*<- slowest process", text), text

@@ -1,6 +1,8 @@
 """End-to-end training on tiny data: 1 vs 4 devices, bit-identical resume, bad input, divergence."""
 
 import functools
+import glob
+import gzip
 import json
 import os
 import subprocess
@@ -43,16 +45,40 @@ def test_one_and_four_devices_give_the_same_losses(tiny_synthetic, tmp_path, fou
     assert json.loads(ev.stdout[ev.stdout.index("{"):])["step"] == REFERENCE_STEPS
 
 
+@pytest.fixture(scope="module")
+def profiled_run(tiny_synthetic, tmp_path_factory):
+    """One uninterrupted 4-step run with steps 2-3 profiled: the resume test's reference and the profiler's run."""
+    workdir = tmp_path_factory.mktemp("profiled")
+    r = train(tiny_synthetic, workdir, "--config.profile_start_step=2", "--config.profile_num_steps=2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return workdir, r
+
+
 @pytest.mark.slow
-def test_resume_is_bit_identical(tiny_synthetic, tmp_path):
-    straight = train(tiny_synthetic, tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-3000:]
+def test_profile_window_writes_a_trace_of_the_train_step(profiled_run):
+    workdir, r = profiled_run
+    runs = glob.glob(str(workdir / "profile" / "process-0" / "plugins" / "profile" / "*"))
+    assert len(runs) == 1, runs  # one window, one trace
+    xplane = glob.glob(os.path.join(runs[0], "*.xplane.pb"))  # TensorBoard's profile plugin and XProf read these
+    assert len(xplane) == 1 and b"jit_train_step" in open(xplane[0], "rb").read()  # the step's HLO module
+    with gzip.open(os.path.join(runs[0], "perfetto_trace.json.gz")) as f:  # what ui.perfetto.dev opens
+        events = json.load(f)["traceEvents"]
+    steps = sorted({e["args"]["step_num"] for e in events if e.get("name") == "train" and "args" in e})
+    assert steps == ["2", "3"] or steps == [2, 3], steps
+    assert any(e.get("name") == "PjitFunction(train_step)" for e in events)
+    assert "profile of steps 2-3:" in r.stdout
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical(tiny_synthetic, tmp_path, profiled_run):
+    """Also: the profiled reference run ends bitwise equal to an interrupted unprofiled one."""
+    straight = profiled_run[0]
     first = train(tiny_synthetic, tmp_path / "resumed", "--config.num_train_steps=2")
     assert first.returncode == 0, first.stderr[-3000:]
     second = train(tiny_synthetic, tmp_path / "resumed")  # same workdir: continues from step 2
     assert second.returncode == 0, second.stderr[-3000:]
-    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
-    p1, d1 = final_params(tmp_path / "straight", 4)
+    assert losses(tmp_path / "resumed") == losses(straight)
+    p1, d1 = final_params(straight, 4)
     p2, d2 = final_params(tmp_path / "resumed", 4)
     assert d1 == d2 == {"global_next_index": 16}
     jax.tree_util.tree_map(np.testing.assert_array_equal, p1, p2)

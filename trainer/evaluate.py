@@ -154,7 +154,8 @@ def _pictures(batch, out, mask, picture_dir, step, n, writer, is_primary) -> int
         if is_primary:
             os.makedirs(picture_dir, exist_ok=True)
             stem = os.path.join(picture_dir, f"step{step:07d}_video{done}")
-            image = pictures.save_png(stem + ".png", rows)
+            image = pictures.save_png(stem + ".png", rows, pictures.prediction_labels(target),
+                                      preds["alphas"].shape[2])
             pictures.save_gif(stem + ".gif", rows)
             if writer is not None:
                 writer.write_images(step, {f"eval/video{done}": image})

@@ -1,6 +1,7 @@
 """python -m trainer.goodput WORKDIR [--json]: where a run's wall time went, across all its restarts.
 
-Reads WORKDIR/events.jsonl (trainer/events.py). Each attempt's phases tile its time from process start to its
+Reads WORKDIR/events.jsonl (trainer/events.py), and every process's input telemetry (trainer/telemetry.py) to
+name the slowest host. Each attempt's phases tile its time from process start to its
 last event; what lies between one attempt's last event and the next one's start (the scheduler's restart, and
 whatever a `kill -9` cut short) is "down". Training time is productive when its steps reached a checkpoint that
 a later attempt resumed from (or the run's end); the steps past the step the next attempt restored were redone.
@@ -14,7 +15,7 @@ import json
 import os
 import sys
 
-from trainer import exits
+from trainer import exits, telemetry
 from trainer.events import FILENAME
 
 # The report's parts, in print order: (key, label).
@@ -140,7 +141,7 @@ def report(workdir: str) -> dict:
     attempts = split_attempts(read_events(workdir))
     if not attempts:
         raise ValueError(f"{os.path.join(workdir, FILENAME)} holds no attempt")
-    return account(attempts)
+    return {**account(attempts), "input": telemetry.summary(telemetry.read(workdir))}
 
 
 def format_report(r: dict) -> str:
@@ -159,7 +160,7 @@ def format_report(r: dict) -> str:
         code = "-" if a["exit_code"] is None else f"{a['exit_code']} ({exits.name(a['exit_code'])})"
         lines.append(f"  {i + 1:3d}. from step {a['resumed_from']:>6}; exit {code}; first step after {first}; "
                      f"{a['seconds']:.1f} s")
-    return "\n".join(lines)
+    return "\n".join(lines + telemetry.format_summary(r.get("input", {"processes": []})))
 
 
 def main(argv: list[str] | None = None) -> int:

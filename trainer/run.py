@@ -24,6 +24,7 @@ from trainer import program as program_lib
 from trainer import state as state_lib
 from trainer.exits import BadInput
 from trainer.lease import Lease, LeaseHeld
+from trainer.telemetry import TelemetryLog
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,6 +93,7 @@ class Run:
     checkpoints: checkpoint.Checkpoints
     writer: writers.MultiWriter  # TensorBoard and metrics.jsonl on process 0 (writers.Writer)
     lease: Lease | None = None  # process 0 of a training run: the workdir's lease, checked before every save
+    telemetry: TelemetryLog | None = None  # a training run, every process: its own input figures
 
     @property
     def replicated(self) -> NamedSharding:
@@ -113,7 +115,8 @@ class Run:
         """Finishes pending async saves, flushes the logs and releases the lease, each one even when another
         fails (after an error too); then raises the first failure."""
         failures = []
-        for part in (self.checkpoints.close, self.writer.close, self.lease.release if self.lease else None):
+        for part in (self.checkpoints.close, self.writer.close, self.telemetry.close if self.telemetry else None,
+                     self.lease.release if self.lease else None):
             try:
                 if part is not None:
                     part()
@@ -152,4 +155,5 @@ def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primar
                abstract_state=program.abstract_state(),
                checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
                                                   config.checkpoint_keep_period, config.barrier_timeout_seconds),
-               writer=writers.create_writer(workdir, is_primary and mode == "train"), lease=lease)
+               writer=writers.create_writer(workdir, is_primary and mode == "train"), lease=lease,
+               telemetry=TelemetryLog(workdir, jax.process_index()) if mode == "train" else None)

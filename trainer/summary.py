@@ -1,23 +1,30 @@
-"""The end-of-run report: the model against the static-box baseline and the untrained model."""
+"""The end-of-run report: the model against the static-box baseline and the untrained model, the margins on
+every metric, and the picture to open first."""
 
 from __future__ import annotations
 
 import os
 
+METRICS = ("fg_ari", "ari", "miou")
+
 
 def report(result: dict, workdir: str) -> str:
     final, initial = result["final"], result.get("initial")
-    rows = [(f"model (step {result['step']})", final.get("fg_ari"), final.get("ari"), final.get("miou")),
-            ("static first-frame boxes", final.get("static_box_fg_ari"), final.get("static_box_ari"),
-             final.get("static_box_miou"))]
+    rows = [(f"model (step {result['step']})", [final.get(k) for k in METRICS]),
+            ("static first-frame boxes", [final.get(f"static_box_{k}") for k in METRICS])]
     if initial:
-        rows.append(("untrained model (step 0)", initial.get("fg_ari"), initial.get("ari"), initial.get("miou")))
+        rows.append(("untrained model (step 0)", [initial.get(k) for k in METRICS]))
     fmt = lambda v: "   -  " if v is None else f"{100 * v:6.2f}"
     lines = [f"validation ({final.get('num_videos', 0)} videos, all frames)    FG-ARI    ARI   mIoU",
-             *(f"  {name:<38s}{fmt(f)} {fmt(a)} {fmt(m)}" for name, f, a, m in rows)]
-    margin = final.get("fg_ari", 0) - final.get("static_box_fg_ari", 0)
-    lines.append(f"  FG-ARI gain over the static-box baseline: {100 * margin:+.2f} points")
+             *(f"  {name:<38s}{' '.join(fmt(v) for v in values)}" for name, values in rows)]
+    margins = [None if m is None or b is None else m - b for m, b in zip(rows[0][1], rows[1][1], strict=True)]
+    lines.append(f"  {'model - static boxes (points)':<38s}" + " ".join(
+        "   -  " if d is None else f"{100 * d:+6.2f}" for d in margins))
     workdir = os.path.abspath(workdir)
+    picture = os.path.join(workdir, "pictures", f"step{result['step']:07d}_video0.png")
+    if os.path.exists(picture):
+        lines.append(f"open first: {picture} (one validation video, every frame: the input, the true objects, "
+                     "each pixel's slot, the slot masks, the target and its reconstruction)")
     lines.append(f"TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
     lines.append(f"pictures (PNG grids and GIFs): {os.path.join(workdir, 'pictures')}; "
                  f"metrics: {os.path.join(workdir, 'metrics.jsonl')}")

@@ -14,11 +14,12 @@ import jax
 
 from data.pipeline import datasets
 from model import build, decoder
-from trainer import checkpoint, evaluate, mfu, runtime, writers
+from trainer import checkpoint, evaluate, mfu, runtime, telemetry, writers
 from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer.events import EventLog
 from trainer.exits import BadInput
+from trainer.profiler import StepProfiler
 from trainer.run import Preempted, Run, TrainingDiverged, setup
 from trainer.watchdog import Watchdog
 
@@ -146,6 +147,9 @@ def log_train_metrics(run: Run, step: int, metrics: dict, progress: writers.Prog
     """Fetches the step's metrics and writes them."""
     metrics = jax.device_get(metrics)
     scalars = {k: float(v) for k, v in metrics.items() if k != "finite"} | progress.measure(step)
+    if run.telemetry is not None:  # every process its own: the slowest host's input bounds the step
+        run.telemetry.write(telemetry.record(step, jax.process_index(), scalars["data_wait_share"],
+                                             scalars["videos_per_sec"] / jax.process_count()))
     if skipped or run.config.nonfinite_updates == "skip":
         scalars["skipped_updates"] = skipped
     if flop_share:  # GPUs in the peak table, or config.peak_flops set
@@ -175,6 +179,8 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
     # A step that does not come back within config.step_timeout_seconds ends the run (exit 76): armed by the
     # first step (compiles excluded), paused around evaluations.
     watchdog = Watchdog(c.step_timeout_seconds, jax.process_index())
+    profiler = StepProfiler(run.workdir, c.profile_start_step, c.profile_num_steps, c.profile_processes,
+                            jax.process_index())
     try:
         events.phase("startup")
         # -------------------------------------------------------------------- State
@@ -205,12 +211,14 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
             initial = evaluate_or_stop(run, events, eval_step, state, 0, progress, watchdog, train_it, meta, skipped)
         final = None
         while step < c.num_train_steps:
-            wait = time.perf_counter()
-            local = next(train_it)
-            progress.data_wait(time.perf_counter() - wait)
-            batch = mesh_lib.global_batch(local, run.mesh)
-            state, metrics = train_step(state, batch)
+            with profiler.step(step + 1):  # a no-op outside config.profile_start_step's window
+                wait = time.perf_counter()
+                local = next(train_it)
+                progress.data_wait(time.perf_counter() - wait)
+                batch = mesh_lib.global_batch(local, run.mesh)
+                state, metrics = train_step(state, batch)
             step += 1
+            profiler.after(step, (state, metrics))
             if step == first + 1:
                 events.phase("first_step", step=step)  # the first batch and the compile (or a cache load)
             if pending is not None:
@@ -250,5 +258,6 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
         return {"initial": initial, "final": final, "step": step}
     finally:  # also on errors: finish pending async saves, stop data threads, flush logs
         watchdog.stop()
+        profiler.stop()
         run.close()
         train_it.close()

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 from launch.preflight.verdict import Row
+from trainer import telemetry
 
 
 def bus_bandwidth(bytes_per_device: int, seconds: float, devices: int) -> float:
@@ -60,19 +61,19 @@ def input_rows(inputs: list[dict], batch_size: int, process_count: int, step_sec
     readable = Row("data readable on every host", not errors, f"{len(inputs) - len(errors)} of {len(inputs)} "
                    "processes", f"{data_dir}" if not errors else "; ".join(
                        f"process {i} on {inputs[i]['host']}: {e}" for i, e in errors.items()))
-    rates: Counter = Counter()
-    per_host: Counter = Counter()
-    for d in inputs:
-        if not d["error"] and d["seconds"] > 0:
-            rates[d["host"]] += d["videos"] / d["seconds"]
-        per_host[d["host"]] += 1
-    if errors or not rates:
+    # The trainer's own per-host measure (trainer/telemetry.py): here every process only reads, so each one
+    # waits for its input all the time, and the hosts come slowest first by their summed videos/s.
+    records = [telemetry.record(0, i, 1.0, d["videos"] / d["seconds"], d["host"]) for i, d in enumerate(inputs)
+               if not d["error"] and d["seconds"] > 0]
+    if errors or not records:
         return [readable, Row("input keeps up on every host", False, "not measured", "the data is not readable")]
-    slowest = min(rates, key=rates.get)
+    found = telemetry.hosts(records)
+    rates = {h.name: h.videos_per_sec for h in found}
+    slowest = found[0].name
     figure = f"slowest host {rates[slowest]:,.0f} videos/s"
     if step_seconds <= 0:
         return [readable, Row("input keeps up on every host", True, figure, "no --assumed_step_seconds: reported")]
-    need = {h: batch_size / process_count * per_host[h] / step_seconds for h in rates}
+    need = {h.name: batch_size / process_count * h.processes / step_seconds for h in found}
     short = [h for h in rates if rates[h] < need[h]]
     return [readable, Row("input keeps up on every host", not short, figure + f", needs {need[slowest]:,.0f}",
                           f"batch {batch_size} at {step_seconds:g} s per step" if not short else
