@@ -28,11 +28,9 @@ VIDEOS_PER_SHARD = 64
 
 
 def generate_video(seed: int, split: str, index: int, resolution: int = 128, num_frames: int = 24,
-                   min_objects: int = 3, max_objects: int = 10, supersample: int = 2, floor: str = "gray",
-                   shadow_light: float = 0.25) -> dict[str, Any]:
+                   min_objects: int = 3, max_objects: int = 10, supersample: int = 2) -> dict[str, Any]:
     rng = np.random.default_rng([seed, {"train": 0, "validation": 1}.get(split, 2), index])
-    scene = scenes.sample_scene(rng, int(rng.integers(min_objects, max_objects + 1)), num_frames, floor=floor,
-                                shadow_light=shadow_light)
+    scene = scenes.sample_scene(rng, int(rng.integers(min_objects, max_objects + 1)), num_frames)
     big = resolution * supersample
     dirs = scenes.camera_rays(scene, big, big)
     frames = [scenes.render_frame(scene, t, dirs) for t in range(num_frames)]
@@ -81,21 +79,17 @@ def _write_shard(job: tuple) -> dict[str, Any]:
     def encoded():
         for i in indices:
             v = generate_video(params["seed"], split, i, params["resolution"], params["num_frames"],
-                               params["min_objects"], params["max_objects"], params["supersample"],
-                               params.get("floor", "gray"), params.get("shadow_light", 0.25))
+                               params["min_objects"], params["max_objects"], params["supersample"])
             yield v["video_name"], int(v["num_instances"]), codec.encode(v)
     return shards.write_shard(os.path.join(out_dir, rel), encoded(), extra={"generator": params})
 
 
 def generate(out_dir: str, num_train: int = 512, num_validation: int = 64, resolution: int = 128,
              num_frames: int = 24, min_objects: int = 3, max_objects: int = 10, seed: int = 0,
-             supersample: int = 2, num_workers: int = 1, skip_existing: bool = False, log=print,
-             floor: str = "gray", shadow_light: float = 0.25) -> dict[str, Any]:
+             supersample: int = 2, num_workers: int = 1, skip_existing: bool = False, log=print) -> dict[str, Any]:
     params = dict(seed=seed, resolution=resolution, num_frames=num_frames, min_objects=min_objects,
                   max_objects=max_objects, supersample=supersample, num_train=num_train,
                   num_validation=num_validation)
-    if (floor, shadow_light) != ("gray", 0.25):  # MOVi-A's look; other looks are part of what was generated
-        params.update(floor=floor, shadow_light=shadow_light)
     if not 1 <= min_objects <= max_objects or max_objects > 255:
         raise ValueError(f"need 1 <= min_objects ({min_objects}) <= max_objects ({max_objects}) <= 255")
     out_dir = os.path.abspath(out_dir)
@@ -145,17 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_objects", type=int, default=10)
     p.add_argument("--supersample", type=int, default=2, help="render at this multiple, then reduce as MOVi")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--floor", choices=("gray", "random"), default="gray",
-                   help="MOVi-A's gray floor, or a colour drawn per video")
-    p.add_argument("--shadow_light", type=float, default=0.25,
-                   help="the share of the light that reaches a point in shadow (0.25: MOVi-A-like dark shadows)")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--skip_existing", action="store_true", help="do nothing if the same data is already there")
     a = p.parse_args(argv)
     try:
         generate(a.out_dir, a.num_train, a.num_validation, a.resolution, a.num_frames, a.min_objects,
-                 a.max_objects, a.seed, a.supersample, a.num_workers, a.skip_existing, floor=a.floor,
-                 shadow_light=a.shadow_light)
+                 a.max_objects, a.seed, a.supersample, a.num_workers, a.skip_existing)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -35,14 +35,10 @@ class Scene:
     cam_pos: np.ndarray  # (3,)
     cam_rot: np.ndarray  # (3, 3) rows: right, up, forward
     light: np.ndarray  # (3,) unit vector towards the light
-    floor: np.ndarray = dataclasses.field(default_factory=lambda: FLOOR_RGB)  # (3,) the floor's colour
-    shadow_light: float = 0.25  # the share of the light's diffuse term that reaches a point in shadow
 
 
 def sample_scene(rng: np.random.Generator, num_objects: int, num_frames: int, fps: float = 12.0,
-                 substeps: int = 8, floor: str = "gray", shadow_light: float = 0.25) -> Scene:
-    """floor "gray" (MOVi-A's) or "random": a colour drawn per video, after every other draw, so that the
-    objects, their motion and the camera are those of the gray-floor scene of the same seed."""
+                 substeps: int = 8) -> Scene:
     n = num_objects
     shape = rng.integers(0, len(SHAPES), n)
     size = np.where(rng.random(n) < 0.5, SIZES["small"], SIZES["large"])
@@ -59,9 +55,8 @@ def sample_scene(rng: np.random.Generator, num_objects: int, num_frames: int, fp
     cam_pos = np.array([7.5, -6.5, 5.3]) + rng.normal(0.0, 0.25, 3)  # MOVi-A: small jitter around a fixed pose
     target = rng.normal(0.0, 0.15, 3) * np.array([1, 1, 0])
     light = np.array([-0.4, -0.3, 1.0]) + rng.normal(0.0, 0.15, 3)
-    floor_rgb = rng.uniform(0.15, 0.9, 3) if floor == "random" else FLOOR_RGB
     return Scene(shape, size, colour, metal, pos, angle, cam_pos, _look_at(cam_pos, target),
-                 light / np.linalg.norm(light), floor_rgb, shadow_light)
+                 light / np.linalg.norm(light))
 
 
 def _place(rng, radius, extent):
@@ -239,8 +234,8 @@ def render_frame(scene: Scene, t: int, dirs: np.ndarray):
     for k in range(n):
         d_k, _ = _hit(scene, t, k, lit_points, np.broadcast_to(scene.light, (m, 3)))
         shadow |= np.isfinite(d_k) & (ids != k + 1)
-    lambert = np.clip(normals @ scene.light, 0, 1) * np.where(shadow, scene.shadow_light, 1.0)
-    base = np.where(ids[:, None] > 0, scene.colour[np.maximum(ids - 1, 0)], scene.floor)
+    lambert = np.clip(normals @ scene.light, 0, 1) * np.where(shadow, 0.25, 1.0)
+    base = np.where(ids[:, None] > 0, scene.colour[np.maximum(ids - 1, 0)], FLOOR_RGB)
     colour = base * (0.35 + 0.65 * lambert[:, None])
     refl = dirs - 2 * np.sum(dirs * normals, axis=1, keepdims=True) * normals
     spec = np.clip(refl @ scene.light, 0, 1) ** 40 * (~shadow)
