@@ -29,9 +29,9 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def make_eval_step(run: Run):
-    c = run.config
-    return steps.jit_eval_step(run.program.model, c.num_slots, c.max_instances, c.eval_slice_size, run.replicated,
-                               run.batch_sharding)
+    c, p = run.config, run.program
+    return steps.jit_eval_step(p.model, c.num_slots, c.max_instances, c.eval_slice_size, p.replicated,
+                               p.batch_sharding)
 
 
 class EvaluationCut(Exception):

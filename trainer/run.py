@@ -12,7 +12,7 @@ import socket
 
 import jax
 import ml_collections
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from configs.validate import validate
 from data import batch
@@ -94,14 +94,6 @@ class Run:
     writer: writers.MultiWriter  # TensorBoard and metrics.jsonl on process 0 (writers.Writer)
     lease: Lease | None = None  # process 0 of a training run: the workdir's lease, checked before every save
     telemetry: TelemetryLog | None = None  # a training run, every process: its own input figures
-
-    @property
-    def replicated(self) -> NamedSharding:
-        return mesh_lib.replicated(self.mesh)
-
-    @property
-    def batch_sharding(self) -> NamedSharding:
-        return mesh_lib.batch_sharding(self.mesh)
 
     @property
     def targets(self) -> tuple[str, ...]:

@@ -83,9 +83,10 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
         log.info("readout biases from the first %d training videos: %s", c.batch_size,
                  {k: v.round(4).tolist() for k, v in means.items()})
         params = jax.jit(lambda p: decoder.with_readout_bias(p, means, c.model.decoder.early_fusion),
-                         out_shardings=run.replicated)(params)
+                         out_shardings=run.program.replicated)(params)
     optimizer = run.program.optimizer
-    state = jax.jit(lambda p: state_lib.create_train_state(p, optimizer), out_shardings=run.replicated)(params)
+    state = jax.jit(lambda p: state_lib.create_train_state(p, optimizer),
+                    out_shardings=run.program.replicated)(params)
     run.writer.resume_at(-1)  # a fresh start: rows left by an earlier attempt that saved nothing are dropped
     return state, 0, False
 
