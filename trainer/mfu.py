@@ -43,9 +43,11 @@ def lowered_flops(lowered: Any) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def step_flops(program: Any, batch_size: int, frames: int | None = None) -> float | None:
+def step_flops(program: Any, batch_size: int, frames: int | None = None, state: Any = None) -> float | None:
     """FLOPs of one global train step of `program` (trainer/program.py) at this global batch, lowered on abstract
     inputs (never compiled or run) in its FLOP-counting form: time unrolled, since XLA's cost analysis counts a
-    while-loop (scan) body once whatever its trip count. Data-parallel devices share them evenly."""
+    while-loop (scan) body once whatever its trip count. Data-parallel devices share them evenly. `state`: the
+    abstract train state when the caller holds it already (tracing it again costs a trace of the model's init)."""
     step = program.train_step(for_flop_count=True)
-    return lowered_flops(step.lower(program.abstract_state(), program.abstract_batch(batch_size, frames)))
+    state = program.abstract_state() if state is None else state
+    return lowered_flops(step.lower(state, program.abstract_batch(batch_size, frames)))

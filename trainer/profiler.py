@@ -5,9 +5,10 @@ S + N - 1; choose S after the first step, whose compile would fill the trace. co
 traces process 0, "all" every process (each in its own directory: jax.profiler names its files by host, and
 processes on one host would overwrite each other's).
 
-What is written (jax.profiler.start_trace): `plugins/profile/TIME/HOST.xplane.pb`, read by TensorBoard's profile
-plugin and XProf (`tensorboard --logdir WORKDIR/profile`), and `perfetto_trace.json.gz` (create_perfetto_trace),
-which ui.perfetto.dev opens. Each traced step is a StepTraceAnnotation named "train" with its step number, which
+What is written (jax.profiler.start_trace in jax/_src/profiler.py; its create_perfetto_trace adds the Perfetto
+file): `plugins/profile/TIME/HOST.xplane.pb`, the layout that TensorBoard's profile plugin and XProf read
+(`tensorboard --logdir WORKDIR/profile`), and `perfetto_trace.json.gz`, which ui.perfetto.dev opens.
+Each traced step is a StepTraceAnnotation named "train" with its step number, which
 XProf's step-time views group by.
 """
 

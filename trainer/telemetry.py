@@ -117,8 +117,7 @@ def format_summary(found: dict) -> list[str]:
     if not found["processes"]:
         return []
     lines = ["input (data-wait share and videos/s, mean over log steps; slowest first):"]
-    for title in ("host", "process"):
-        rows = found[title + "es" if title == "process" else title + "s"]
+    for title, rows in (("host", found["hosts"]), ("process", found["processes"])):
         for i, x in enumerate(rows):
             mark = f"  <- slowest {title}" if i == 0 and len(rows) > 1 else ""
             lines.append(f"  {x['name']:<40} data wait {100 * x['data_wait_share']:5.1f}%  "

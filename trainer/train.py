@@ -200,7 +200,8 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
         peak = c.peak_flops or mfu.peak_flops(jax.devices()[0].device_kind, c.model.dtype)
         flop_share = None
         if peak:
-            flop_share = (mfu.step_flops(run.program, c.batch_size) or 0.0) / jax.device_count() / peak
+            flops = mfu.step_flops(run.program, c.batch_size, state=run.abstract_state) or 0.0
+            flop_share = flops / jax.device_count() / peak
 
         # -------------------------------------------------------------------- Loop
         meta = {"data_fingerprint": fingerprint, "config": json.loads(c.to_json())}
