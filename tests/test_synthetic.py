@@ -87,3 +87,32 @@ def test_occlusion_shows_the_nearer_object():
             assert (dist[hidden] < dist_k[hidden]).all()
             occluded += int(hidden.sum())
     assert occluded > 50
+
+
+def test_style_changes_only_what_it_names():
+    """The demo's style flags: the floor's gray level is drawn last, so it leaves the scene's objects, motion
+    and ids as they are; bigger, faster, less braked objects cover more pixels and move further."""
+    def video(**style):
+        return dataset.generate_video(5, "train", 1, resolution=48, num_frames=10, supersample=1,
+                                      style=scenes.Style(**style))
+    base = video()
+    np.testing.assert_array_equal(base["video"], video(**dataclasses.asdict(scenes.Style()))["video"])
+    floors = []
+    for i in range(4):
+        v = dataset.generate_video(5, "train", i, resolution=48, num_frames=10, supersample=1,
+                                   style=scenes.Style(floor_jitter=0.25, shadow_light=1.0))
+        b = dataset.generate_video(5, "train", i, resolution=48, num_frames=10, supersample=1)
+        np.testing.assert_array_equal(v["segmentations"], b["segmentations"])
+        np.testing.assert_array_equal(v["boxes"], b["boxes"])
+        floor = v["segmentations"] == 0
+        floors.append(np.median(v["video"][floor].astype(float) / b["video"][floor], axis=0).mean())
+    assert 0.75 <= min(floors) and max(floors) <= 1.25 and max(floors) - min(floors) > 0.05, floors
+
+    big = video(size_scale=1.5)
+    assert (big["segmentations"] > 0).mean() > 1.5 * (base["segmentations"] > 0).mean()
+    def travel(**style):  # mean distance an object slides over 24 frames, in 8 scenes
+        return np.mean([np.linalg.norm(np.diff(s.pos[:, :, :2], axis=0), axis=-1).sum(0).mean() for s in (
+            scenes.sample_scene(np.random.default_rng(i), 5, 24, style=scenes.Style(**style)) for i in range(8))])
+    assert travel(speed=1.3, friction=0.5) > 1.5 * travel()
+    with pytest.raises(ValueError, match="floor_jitter"):
+        scenes.Style(floor_jitter=1.0)

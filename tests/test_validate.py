@@ -40,7 +40,7 @@ def test_shipped_configs_are_valid(name):
 
 
 def test_num_slots_must_match_the_conditioning():
-    msg = problems_after(num_slots=5)
+    msg = problems_after(max_instances=10, num_slots=5)
     assert "num_slots=5 with conditioning_key='boxes' and max_instances=10" in msg
     assert "max_instances + 1 = 11" in msg and "--config.num_slots=11" in msg and "--config.max_instances=4" in msg
     c = config()
@@ -167,3 +167,16 @@ def test_each_paper_config_changes_per_variant_what_its_docstring_says():
         assert f"--config configs/{module}.py:movi_" in doc and ".py (" in doc  # the command, and its source
     with pytest.raises(ValueError, match="unknown MOVi variant 'movi_f'"):
         config("statm_savi:movi_f")
+
+
+def test_demo_docstring_runs_what_make_demo_runs():
+    """configs/demo.py's docstring gives the data command of `make demo`; both must name the same data, with no
+    more objects per video than the config has object slots."""
+    make = open(os.path.join(REPO, "Makefile")).read()
+    make_args = next(line.split("?=", 1)[1].split() for line in make.splitlines()
+                     if line.startswith("DEMO_SYNTH_ARGS"))
+    doc = importlib.import_module("configs.demo").__doc__.replace("\\\n", " ")
+    doc_args = next(line.split() for line in doc.splitlines() if "-m data.synthetic" in line)
+    doc_args = doc_args[doc_args.index("demo_data") + 1:]
+    assert [a for a in doc_args if a != "--skip_existing"] == make_args
+    assert int(make_args[make_args.index("--max_objects") + 1]) <= config().max_instances

@@ -6,12 +6,15 @@
 Each video: 3-10 shaded objects (see data/synthetic/scene.py) rendered at `supersample`x the output size and
 reduced as MOVi is (video: block mean; segmentation, depth, flow: nearest pick), with backward flow from the
 rigid motion, depth as camera distance, visible objects only, ordered by visibility, boxes at render
-resolution with NOTRACK where an object is not visible. Deterministic in (seed, split, index).
+resolution with NOTRACK where an object is not visible. Deterministic in (seed, split, index, style).
+The style flags (--size_scale, --speed, --friction, --shadow_light, --floor_jitter; scene.Style) default to
+MOVi-A's look; the demo's are in the Makefile (DEMO_SYNTH_ARGS).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -28,9 +31,10 @@ VIDEOS_PER_SHARD = 64
 
 
 def generate_video(seed: int, split: str, index: int, resolution: int = 128, num_frames: int = 24,
-                   min_objects: int = 3, max_objects: int = 10, supersample: int = 2) -> dict[str, Any]:
+                   min_objects: int = 3, max_objects: int = 10, supersample: int = 2,
+                   style: scenes.Style = scenes.MOVI_A) -> dict[str, Any]:
     rng = np.random.default_rng([seed, {"train": 0, "validation": 1}.get(split, 2), index])
-    scene = scenes.sample_scene(rng, int(rng.integers(min_objects, max_objects + 1)), num_frames)
+    scene = scenes.sample_scene(rng, int(rng.integers(min_objects, max_objects + 1)), num_frames, style=style)
     big = resolution * supersample
     dirs = scenes.camera_rays(scene, big, big)
     frames = [scenes.render_frame(scene, t, dirs) for t in range(num_frames)]
@@ -79,17 +83,19 @@ def _write_shard(job: tuple) -> dict[str, Any]:
     def encoded():
         for i in indices:
             v = generate_video(params["seed"], split, i, params["resolution"], params["num_frames"],
-                               params["min_objects"], params["max_objects"], params["supersample"])
+                               params["min_objects"], params["max_objects"], params["supersample"],
+                               scenes.Style(**params["style"]))
             yield v["video_name"], int(v["num_instances"]), codec.encode(v)
     return shards.write_shard(os.path.join(out_dir, rel), encoded(), extra={"generator": params})
 
 
 def generate(out_dir: str, num_train: int = 512, num_validation: int = 64, resolution: int = 128,
              num_frames: int = 24, min_objects: int = 3, max_objects: int = 10, seed: int = 0,
-             supersample: int = 2, num_workers: int = 1, skip_existing: bool = False, log=print) -> dict[str, Any]:
+             supersample: int = 2, num_workers: int = 1, skip_existing: bool = False, log=print,
+             style: scenes.Style = scenes.MOVI_A) -> dict[str, Any]:
     params = dict(seed=seed, resolution=resolution, num_frames=num_frames, min_objects=min_objects,
                   max_objects=max_objects, supersample=supersample, num_train=num_train,
-                  num_validation=num_validation)
+                  num_validation=num_validation, style=dataclasses.asdict(style))
     if not 1 <= min_objects <= max_objects or max_objects > 255:
         raise ValueError(f"need 1 <= min_objects ({min_objects}) <= max_objects ({max_objects}) <= 255")
     out_dir = os.path.abspath(out_dir)
@@ -137,6 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_frames", type=int, default=24)
     p.add_argument("--min_objects", type=int, default=3)
     p.add_argument("--max_objects", type=int, default=10)
+    style = p.add_argument_group("style (defaults: MOVi-A's look)")
+    style.add_argument("--size_scale", type=float, default=scenes.Style.size_scale, help="multiplies object sizes")
+    style.add_argument("--speed", type=float, default=scenes.Style.speed, help="multiplies initial velocities")
+    style.add_argument("--friction", type=float, default=scenes.Style.friction,
+                       help="sliding friction: lower keeps objects moving longer")
+    style.add_argument("--shadow_light", type=float, default=scenes.Style.shadow_light,
+                       help="share of the direct light in shadows (1: no shadows)")
+    style.add_argument("--floor_jitter", type=float, default=scenes.Style.floor_jitter,
+                       help="the floor's gray level varies per video by this fraction")
     p.add_argument("--supersample", type=int, default=2, help="render at this multiple, then reduce as MOVi")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
@@ -144,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         generate(a.out_dir, a.num_train, a.num_validation, a.resolution, a.num_frames, a.min_objects,
-                 a.max_objects, a.seed, a.supersample, a.num_workers, a.skip_existing)
+                 a.max_objects, a.seed, a.supersample, a.num_workers, a.skip_existing,
+                 style=scenes.Style(a.size_scale, a.speed, a.friction, a.shadow_light, a.floor_jitter))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -24,6 +24,26 @@ SKY_RGB = np.array([0.78, 0.80, 0.83])
 FOV = 0.857556  # MOVi camera field of view (radians)
 
 
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """How scenes look and move. The defaults are MOVi-A's; the demo's differ (Makefile, DEMO_SYNTH_ARGS)."""
+    size_scale: float = 1.0  # multiplies both object sizes
+    speed: float = 1.0  # multiplies the initial horizontal velocities
+    friction: float = 1.2  # sliding friction coefficient: how soon objects stop
+    shadow_light: float = 0.25  # the share of the direct light that reaches a point in shadow
+    floor_jitter: float = 0.0  # the floor's gray level is scaled by U(1 - j, 1 + j), drawn per video
+
+    def __post_init__(self):
+        for name in ("size_scale", "speed", "friction", "shadow_light"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"style {name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.floor_jitter < 1 or self.shadow_light > 1:
+            raise ValueError(f"style floor_jitter must be in [0, 1) and shadow_light in [0, 1], got {self}")
+
+
+MOVI_A = Style()
+
+
 @dataclasses.dataclass
 class Scene:
     shape: np.ndarray  # (N,) index into SHAPES
@@ -35,28 +55,33 @@ class Scene:
     cam_pos: np.ndarray  # (3,)
     cam_rot: np.ndarray  # (3, 3) rows: right, up, forward
     light: np.ndarray  # (3,) unit vector towards the light
+    floor: np.ndarray = dataclasses.field(default_factory=lambda: FLOOR_RGB)  # (3,) the floor's colour
+    shadow_light: float = Style.shadow_light
 
 
 def sample_scene(rng: np.random.Generator, num_objects: int, num_frames: int, fps: float = 12.0,
-                 substeps: int = 8) -> Scene:
+                 substeps: int = 8, style: Style = MOVI_A) -> Scene:
     n = num_objects
     shape = rng.integers(0, len(SHAPES), n)
-    size = np.where(rng.random(n) < 0.5, SIZES["small"], SIZES["large"])
+    size = np.where(rng.random(n) < 0.5, SIZES["small"], SIZES["large"]) * style.size_scale
     colour = COLOURS[rng.integers(0, len(COLOURS), n)]
     metal = rng.random(n) < 0.5
     radius = np.where(shape == 0, size * 1.25, size)  # collision disc; a cube's is between in- and circumradius
     xy = _place(rng, radius, extent=3.2)
     height = np.where(rng.random(n) < 0.4, rng.uniform(0.5, 2.5, n), 0.0)  # some are dropped
-    vel = np.concatenate([rng.normal(0.0, 1.4, (n, 2)) - 0.25 * xy, np.zeros((n, 1))], axis=1)
+    vel = np.concatenate([rng.normal(0.0, 1.4, (n, 2)) - 0.25 * xy, np.zeros((n, 1))], axis=1) * style.speed
     ang_vel = rng.normal(0.0, 1.5, n) * (shape != 2)
     pos0 = np.concatenate([xy, height[:, None]], axis=1)
     pos, angle = _simulate(pos0, vel, rng.uniform(0, 2 * np.pi, n), ang_vel, radius, size ** 3,
-                           num_frames, 1.0 / fps, substeps)
+                           num_frames, 1.0 / fps, substeps, style.friction)
     cam_pos = np.array([7.5, -6.5, 5.3]) + rng.normal(0.0, 0.25, 3)  # MOVi-A: small jitter around a fixed pose
     target = rng.normal(0.0, 0.15, 3) * np.array([1, 1, 0])
     light = np.array([-0.4, -0.3, 1.0]) + rng.normal(0.0, 0.15, 3)
+    # Drawn last, and only when asked for, so that the rest of a scene does not depend on it.
+    j = style.floor_jitter
+    floor = FLOOR_RGB * rng.uniform(1 - j, 1 + j) if j else FLOOR_RGB
     return Scene(shape, size, colour, metal, pos, angle, cam_pos, _look_at(cam_pos, target),
-                 light / np.linalg.norm(light))
+                 light / np.linalg.norm(light), floor, style.shadow_light)
 
 
 def _place(rng, radius, extent):
@@ -71,9 +96,9 @@ def _place(rng, radius, extent):
     return xy
 
 
-def _simulate(pos, vel, angle, ang_vel, radius, mass, num_frames, dt, substeps):
+def _simulate(pos, vel, angle, ang_vel, radius, mass, num_frames, dt, substeps, friction):
     """Semi-implicit Euler with gravity, floor bounce, sliding friction and elastic disc collisions."""
-    g, friction, restitution, spin_decay = 9.81, 1.2, 0.45, 0.9
+    g, restitution, spin_decay = 9.81, 0.45, 0.9
     pos, vel, angle, ang_vel = pos.copy(), vel.copy(), angle.copy(), ang_vel.copy()
     out_pos, out_angle = np.zeros((num_frames,) + pos.shape), np.zeros((num_frames,) + angle.shape)
     h = dt / substeps
@@ -234,8 +259,8 @@ def render_frame(scene: Scene, t: int, dirs: np.ndarray):
     for k in range(n):
         d_k, _ = _hit(scene, t, k, lit_points, np.broadcast_to(scene.light, (m, 3)))
         shadow |= np.isfinite(d_k) & (ids != k + 1)
-    lambert = np.clip(normals @ scene.light, 0, 1) * np.where(shadow, 0.25, 1.0)
-    base = np.where(ids[:, None] > 0, scene.colour[np.maximum(ids - 1, 0)], FLOOR_RGB)
+    lambert = np.clip(normals @ scene.light, 0, 1) * np.where(shadow, scene.shadow_light, 1.0)
+    base = np.where(ids[:, None] > 0, scene.colour[np.maximum(ids - 1, 0)], scene.floor)
     colour = base * (0.35 + 0.65 * lambert[:, None])
     refl = dirs - 2 * np.sum(dirs * normals, axis=1, keepdims=True) * normals
     spec = np.clip(refl @ scene.light, 0, 1) ** 40 * (~shadow)
