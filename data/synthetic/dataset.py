@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generate(a.out_dir, a.num_train, a.num_validation, a.resolution, a.num_frames, a.min_objects,
                  a.max_objects, a.seed, a.supersample, a.num_workers, a.skip_existing,
-                 style=scenes.Style(a.size_scale, a.speed, a.friction, a.shadow_light, a.floor_jitter))
+                 style=scenes.Style(size_scale=a.size_scale, speed=a.speed, friction=a.friction,
+                                    shadow_light=a.shadow_light, floor_jitter=a.floor_jitter))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
