@@ -8,7 +8,10 @@ present, then over videos):
 - floor taken: the share of the ground truth's background pixels that object slots win (the model) or that lie
   inside a box (the baseline);
 - mIoU as the trainer reports it, and mIoU with every background pixel handed to the background slot (what the
-  masks would score if the floor were never taken).
+  masks would score if the floor were never taken);
+- the floor's alpha held by the background slot and its copies (the slots conditioned on a padded box, which
+  are exact copies of it), against the share an even split over all slots would give them: near the even split,
+  no slot owns the floor and the argmax hands it to whichever object slot is marginally ahead.
 The newest checkpoint of WORKDIR is evaluated; nothing is written.
 """
 
@@ -53,6 +56,16 @@ def per_object(true_ids: np.ndarray, pred_ids: np.ndarray, valid: np.ndarray, nu
     return out
 
 
+def background_alpha(alphas: np.ndarray, true_ids: np.ndarray, valid: np.ndarray, padded: np.ndarray) -> dict:
+    """(T, S, H, W) alphas of one video, (K,) True where object k's first-frame box is padding -> the mean alpha
+    that slot 0 and its copies hold on the true background, and what an even split over the S slots gives them."""
+    background = np.concatenate([[True], padded])
+    floor = (true_ids == 0) & valid
+    held = alphas[:, background].sum(axis=1)
+    return {"background_alpha": float(held[floor].mean()) if floor.any() else None,
+            "even_split": float(background.sum() / len(background))}
+
+
 def analyse(config, workdir: str) -> dict:
     from configs.validate import eval_batch_size
     from data.pipeline import datasets
@@ -73,16 +86,20 @@ def analyse(config, workdir: str) -> dict:
             out = eval_step(params, {k: v for k, v in batch.items() if k != "mask"})
             gt, valid = np.asarray(batch["segmentations"]), np.asarray(batch["padding_mask"]).astype(bool)
             pred = np.asarray(out["pred_segmentations"])
-            static = baselines.static_box_segmentation(np.asarray(batch["boxes"]), *gt.shape[1:])
+            boxes, alphas = np.asarray(batch["boxes"]), np.asarray(out["alphas"])
+            static = baselines.static_box_segmentation(boxes, *gt.shape[1:])
             for i in np.nonzero(np.asarray(batch["mask"]))[0]:
-                found["model"].append(per_object(gt[i], pred[i], valid[i], run.config.max_instances))
+                padded = np.all(boxes[i, 0] == 0, axis=-1)
+                found["model"].append({**per_object(gt[i], pred[i], valid[i], run.config.max_instances),
+                                       **background_alpha(alphas[i], gt[i], valid[i], padded)})
                 found["static first-frame boxes"].append(per_object(gt[i], static[i], valid[i],
                                                                     run.config.max_instances))
     finally:
         run.close()
-    keys = ("recall", "precision", "floor_taken", "miou", "miou_floor_given_back", "object_share")
+    keys = ("recall", "precision", "floor_taken", "miou", "miou_floor_given_back", "object_share",
+            "background_alpha", "even_split")
     return {"step": step, "videos": len(found["model"]), **{
-        name: {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in keys}
+        name: {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in keys if k in rows[0]}
         for name, rows in found.items()}}
 
 
@@ -96,6 +113,9 @@ def main(argv) -> int:
         x = r[name]
         print(f"{name:<28}{100 * x['recall']:8.1f}{100 * x['precision']:11.1f}{100 * x['floor_taken']:13.1f}"
               f"{100 * x['miou']:8.1f}{100 * x['miou_floor_given_back']:24.1f}")
+    m = r["model"]
+    print(f"the floor's alpha held by the background slot and its copies: {m['background_alpha']:.3f} "
+          f"(an even split over all slots: {m['even_split']:.3f})")
     return 0
 
 

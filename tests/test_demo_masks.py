@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.demo_masks import per_object
+from bench.demo_masks import background_alpha, per_object
 
 
 def test_a_slot_that_takes_floor_loses_precision_and_iou_but_not_recall():
@@ -17,3 +17,16 @@ def test_a_slot_that_takes_floor_loses_precision_and_iou_but_not_recall():
     assert r["miou_floor_given_back"] == 1.0  # the two floor pixels back to the background slot
     assert r["floor_taken"] == pytest.approx(2 / 14) and r["object_share"] == pytest.approx(2 / 16)
     assert per_object(np.zeros_like(true), pred, valid, 3)["miou"] is None  # no object: nothing to average
+
+
+def test_background_alpha_counts_the_copies_of_the_background_slot_on_the_floor_only():
+    true = np.zeros((1, 2, 2), np.int64)
+    true[0, 0, 0] = 1  # object 1 on one pixel; object 2 absent in the first frame, so its slot copies slot 0
+    alphas = np.zeros((1, 3, 2, 2))
+    alphas[0, :, 0, 0] = (0.0, 1.0, 0.0)  # the object's pixel: ignored
+    alphas[0, :, ~(true[0] > 0)] = (0.2, 0.5, 0.3)  # the floor: slot 1 holds half of it
+    valid = np.ones_like(true, bool)
+    r = background_alpha(alphas, true, valid, padded=np.array([False, True]))
+    assert r["background_alpha"] == pytest.approx(0.5) and r["even_split"] == pytest.approx(2 / 3)
+    assert background_alpha(alphas, true, valid, np.array([False, False]))["background_alpha"] == pytest.approx(0.2)
+    assert background_alpha(alphas, np.ones_like(true), valid, np.array([False, True]))["background_alpha"] is None
