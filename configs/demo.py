@@ -12,7 +12,8 @@ evaluation on all 24 frames, the original's loss and optimiser with a short warm
 learning within the CPU budget (BENCHMARKS.md, "Demo"):
 - the data: 2-5 objects at 1.5x MOVi-A's sizes that keep sliding, and a floor whose gray level varies per
   video. On MOVi-A's one flat floor any slot's decoder paints the floor equally well, so object slots took
-  81-95 % of it and lost mIoU to static boxes; a floor whose level each video sets must be learnt by one slot;
+  81-95 % of it and lost mIoU to static boxes; with a per-video level the background slot takes the floor on
+  three seeds of five (on the others no slot owns it, and mIoU ties or loses);
 - the decoder reconstructs the RGB frames: flow targets carry no appearance, so a slot must track its object
   across frames before the flow loss rewards binding, which takes far longer than minutes;
 - readout_bias_init="target_mean": the output starts at the mean frame instead of 0 (with zero biases the
