@@ -56,10 +56,9 @@ def per_object(true_ids: np.ndarray, pred_ids: np.ndarray, valid: np.ndarray, nu
     return out
 
 
-def background_alpha(alphas: np.ndarray, true_ids: np.ndarray, valid: np.ndarray, padded: np.ndarray) -> dict:
-    """(T, S, H, W) alphas of one video, (K,) True where object k's first-frame box is padding -> the mean alpha
-    that slot 0 and its copies hold on the true background, and what an even split over the S slots gives them."""
-    background = np.concatenate([[True], padded])
+def background_alpha(alphas: np.ndarray, true_ids: np.ndarray, valid: np.ndarray, background: np.ndarray) -> dict:
+    """(T, S, H, W) alphas of one video, (S,) True for slot 0 and its copies (model.slots.background_copies) ->
+    the mean alpha they hold on the true background, and what an even split over the S slots gives them."""
     floor = (true_ids == 0) & valid
     held = alphas[:, background].sum(axis=1)
     return {"background_alpha": float(held[floor].mean()) if floor.any() else None,
@@ -69,6 +68,7 @@ def background_alpha(alphas: np.ndarray, true_ids: np.ndarray, valid: np.ndarray
 def analyse(config, workdir: str) -> dict:
     from configs.validate import eval_batch_size
     from data.pipeline import datasets
+    from model import slots
     from trainer import baselines, evaluate, mesh
     from trainer.run import setup
 
@@ -88,10 +88,10 @@ def analyse(config, workdir: str) -> dict:
             pred = np.asarray(out["pred_segmentations"])
             boxes, alphas = np.asarray(batch["boxes"]), np.asarray(out["alphas"])
             static = baselines.static_box_segmentation(boxes, *gt.shape[1:])
+            background = slots.background_copies(boxes)
             for i in np.nonzero(np.asarray(batch["mask"]))[0]:
-                padded = np.all(boxes[i, 0] == 0, axis=-1)
                 found["model"].append({**per_object(gt[i], pred[i], valid[i], run.config.max_instances),
-                                       **background_alpha(alphas[i], gt[i], valid[i], padded)})
+                                       **background_alpha(alphas[i], gt[i], valid[i], background[i])})
                 found["static first-frame boxes"].append(per_object(gt[i], static[i], valid[i],
                                                                     run.config.max_instances))
     finally:

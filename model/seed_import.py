@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model import build
+from model import build, slots
 from model.layers import coordinate_grid
 
 RECURRENT_PREFIXES = ("SlotAttention_0/", "TimeSpaceTransformerBlock2_0/", "TransformerBlock_0/")
@@ -107,8 +107,8 @@ def expected_tree(model, max_instances: int, frames: int, resolution: int, batch
 def segmentation_agreement(ours_alphas, ref_alphas, ours_seg, ref_seg, boxes, margin: float = 1e-3):
     """Share of pixels with the same argmax, among pixels whose top-two alpha margin (reference) exceeds
     `margin`, counting slots conditioned on the zero box (exact copies of the background slot 0) once."""
-    duplicate = np.all(boxes[:, 0] == 0, axis=-1)  # (B, K): padded objects -> slots 1..K
-    keep = np.concatenate([np.ones_like(duplicate[:, :1]), ~duplicate], axis=1)  # (B, S)
+    keep = ~slots.background_copies(boxes)  # (B, S)
+    keep[:, 0] = True
     a = np.where(keep[:, None, :, None, None, None], ref_alphas, -np.inf)
     top2 = -np.sort(-a, axis=2)[:, :, :2]
     decided = (top2[:, :, 0] - top2[:, :, 1]) > margin

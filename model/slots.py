@@ -5,6 +5,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from model.layers import MLP, Dtype, layer_norm
 
@@ -29,6 +30,13 @@ class CoordinateEncoderStateInit(nn.Module):
             coords = jnp.stack([(coords[..., 0] + coords[..., 2]) / 2, (coords[..., 1] + coords[..., 3]) / 2], -1)
         coords = jnp.concatenate([jnp.zeros_like(coords[:, :1]), coords], axis=1)  # background first
         return MLP(self.hidden_size, self.slot_size, dtype=self.dtype, name="MLP_0")(coords)
+
+
+def background_copies(boxes: np.ndarray) -> np.ndarray:
+    """(..., T, K, 4) boxes -> (..., K + 1) bool on the host: slot 0 and every slot whose object has the zero
+    first-frame box. CoordinateEncoderStateInit gives those slots slot 0's input, so they are exact copies of it."""
+    padded = np.all(np.asarray(boxes)[..., 0, :, :] == 0, axis=-1)
+    return np.concatenate([np.ones_like(padded[..., :1]), padded], axis=-1)
 
 
 class LearnedStateInit(nn.Module):

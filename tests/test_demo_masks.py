@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bench.demo_masks import background_alpha, per_object
+from model.slots import background_copies
 
 
 def test_a_slot_that_takes_floor_loses_precision_and_iou_but_not_recall():
@@ -26,7 +27,13 @@ def test_background_alpha_counts_the_copies_of_the_background_slot_on_the_floor_
     alphas[0, :, 0, 0] = (0.0, 1.0, 0.0)  # the object's pixel: ignored
     alphas[0, :, ~(true[0] > 0)] = (0.2, 0.5, 0.3)  # the floor: slot 1 holds half of it
     valid = np.ones_like(true, bool)
-    r = background_alpha(alphas, true, valid, padded=np.array([False, True]))
+    boxes = np.zeros((2, 2, 4))
+    boxes[0, 0] = (0.1, 0.1, 0.5, 0.5)  # object 1's first-frame box; object 2 has none in the first frame
+    boxes[1, 1] = (0.2, 0.2, 0.6, 0.6)  # a later frame's box does not condition
+    background = background_copies(boxes)
+    np.testing.assert_array_equal(background, [True, False, True])
+    r = background_alpha(alphas, true, valid, background)
     assert r["background_alpha"] == pytest.approx(0.5) and r["even_split"] == pytest.approx(2 / 3)
-    assert background_alpha(alphas, true, valid, np.array([False, False]))["background_alpha"] == pytest.approx(0.2)
-    assert background_alpha(alphas, np.ones_like(true), valid, np.array([False, True]))["background_alpha"] is None
+    alone = np.array([True, False, False])
+    assert background_alpha(alphas, true, valid, alone)["background_alpha"] == pytest.approx(0.2)
+    assert background_alpha(alphas, np.ones_like(true), valid, background)["background_alpha"] is None

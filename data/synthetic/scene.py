@@ -37,8 +37,10 @@ class Style:
         for name in ("size_scale", "speed", "friction", "shadow_light"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"style {name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.floor_jitter < 1 or self.shadow_light > 1:
-            raise ValueError(f"style floor_jitter must be in [0, 1) and shadow_light in [0, 1], got {self}")
+        if not 0 <= self.floor_jitter < 1:
+            raise ValueError(f"style floor_jitter must be in [0, 1), got {self.floor_jitter}")
+        if self.shadow_light > 1:
+            raise ValueError(f"style shadow_light must be in [0, 1], got {self.shadow_light}")
 
 
 MOVI_A = Style()
