@@ -1,16 +1,15 @@
-"""A stand-in for SLURM's srun and scontrol on one machine, for the batch scripts' tests. It models only what
-the scripts rely on, each from srun(1) / scontrol(1), and is not evidence of how SLURM behaves:
+"""A stand-in for SLURM's srun and scontrol on one machine, kept only for what this machine cannot have: GPUs and
+their gres, where the tests check which devices each process of train.sbatch drives (tests/test_launch.py).
+Everything else about the SLURM scripts runs under a real Slurm (tests/real_slurm.py). It models only what those
+GPU tests rely on, each from srun(1) / scontrol(1), and is not evidence of how SLURM behaves:
 
 - srun starts SLURM_NTASKS copies of the command (or -n/--ntasks), SLURM_NTASKS_PER_NODE per node, and gives each
-  task SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID, SLURM_STEP_NODELIST, SLURM_STEP_NUM_NODES and
+  task SLURM_STEP_ID, SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID, SLURM_STEP_NODELIST, SLURM_STEP_NUM_NODES and
   SLURM_STEP_TASKS_PER_NODE in srun's "N(xM)" form (srun(1), OUTPUT ENVIRONMENT VARIABLES);
-- the step's CPUs per task come from --cpus-per-task or SRUN_CPUS_PER_TASK, and are not inherited from the batch
-  allocation's SLURM_CPUS_PER_TASK (Slurm 22.05 and later; srun(1), --cpus-per-task): a task without either sees
-  SLURM_CPUS_PER_TASK=1;
-- signals sent to srun are forwarded to its tasks (srun(1), SIGNALS AND ESCAPE SEQUENCES);
-- srun's status is the highest exit code of its tasks, a task killed by signal N counting as 128 + N (srun(1),
-  RETURN VALUE);
-- `scontrol requeue JOB` and every srun call are only logged, to $FAKE_SLURM_LOG.
+- the step's CPUs per task come from --cpus-per-task or SRUN_CPUS_PER_TASK (srun(1), --cpus-per-task);
+- srun's status is the highest exit code of its tasks (srun(1), RETURN VALUE);
+- signals are not modelled (a real srun SIGKILLs its tasks on SIGTERM);
+- `scontrol` and every srun call are only logged, to $FAKE_SLURM_LOG; `scontrol show` prints nothing.
 """
 
 from __future__ import annotations
@@ -36,20 +35,15 @@ done
 if ((per_node > ntasks)); then per_node=$ntasks; fi
 nodes=$(((ntasks + per_node - 1) / per_node))
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
 for ((i = 0; i < ntasks; i++)); do
-  SLURM_NTASKS=$ntasks SLURM_PROCID=$i SLURM_LOCALID=$((i % per_node)) SLURM_NODEID=$((i / per_node)) \
+  SLURM_STEP_ID=0 SLURM_NTASKS=$ntasks SLURM_PROCID=$i SLURM_LOCALID=$((i % per_node)) SLURM_NODEID=$((i / per_node)) \
     SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST SLURM_STEP_NUM_NODES=$nodes \
     SLURM_STEP_TASKS_PER_NODE="$per_node(x$nodes)" SLURM_CPUS_PER_TASK=$cpus "$@" &
   pids+=($!)
 done
 rc=0
 for p in "${pids[@]}"; do
-  while :; do
-    wait "$p"; c=$?
-    if ((c > 128)) && kill -0 "$p" 2>/dev/null; then continue; fi  # our trap interrupted the wait
-    break
-  done
+  wait "$p"; c=$?
   if ((c > rc)); then rc=$c; fi
 done
 exit $rc

@@ -19,7 +19,7 @@ def test_layout_flags_override_the_environment(monkeypatch):
 def test_slurm_step_layout_decides_which_gpus_a_process_drives():
     from trainer import runtime
 
-    step = {"SLURM_PROCID": "9", "SLURM_NODEID": "2", "SLURM_STEP_TASKS_PER_NODE": "8(x2),1"}
+    step = {"SLURM_PROCID": "9", "SLURM_STEP_ID": "0", "SLURM_NODEID": "2", "SLURM_STEP_TASKS_PER_NODE": "8(x2),1"}
     assert runtime.slurm_tasks_on_this_node(step) == 1
     assert runtime.slurm_tasks_on_this_node({**step, "SLURM_NODEID": "1"}) == 8
     assert runtime.slurm_tasks_on_this_node({"SLURM_NTASKS": "8"}) is None  # not inside a step
@@ -31,10 +31,15 @@ def test_slurm_step_layout_decides_which_gpus_a_process_drives():
 
 
 def test_an_allocation_shell_is_not_a_multi_process_step(monkeypatch):
-    """`salloc -n 8` sets SLURM_NTASKS=8 in the shell; a python run there is one process, not rank 0 of 8."""
-    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_PROCID"):
+    """`salloc -n 8` sets SLURM_NTASKS=8 in the shell, and sbatch's batch shell SLURM_PROCID=0 as well; a python
+    run there is one process, not rank 0 of 8."""
+    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_PROCID", "SLURM_STEP_ID"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SLURM_NTASKS", "8")
     assert not Layout().from_env().multi_process
+    # An sbatch batch shell: SLURM_PROCID=0 but no step (a real Slurm's, tests/test_real_slurm.py).
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert not Layout().from_env().multi_process
     monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
     assert Layout().from_env().multi_process

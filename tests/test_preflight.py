@@ -1,15 +1,13 @@
 """launch.preflight: the verdict table on a healthy local cluster (2 processes x 2 fake CPU devices, the real
 trainer's SIGTERM rehearsal included), each check seen failing on a fault that a misconfigured host would show,
-the judgements on their own, and preflight.sbatch under the fake SLURM (tests/fake_slurm.py)."""
+and the judgements on their own. preflight.sbatch runs under a real Slurm in tests/test_real_slurm.py."""
 
 import os
 import subprocess
 import sys
 
-import fake_slurm
 import pytest
 from conftest import REPO
-from fake_slurm import free_slurm_job_id
 
 from launch.preflight import measures
 from launch.preflight.verdict import read
@@ -85,26 +83,3 @@ def test_judgements():
     rows = measures.input_rows([{"host": "a", "error": None, "videos": 100, "seconds": 1.0},
                                 {"host": "b", "error": None, "videos": 10, "seconds": 1.0}], 64, 2, 1.0, "/d")
     assert rows[1].detail.startswith("b below need")  # 32 videos per step per host, 1 s per step
-
-
-@pytest.mark.slow
-def test_preflight_sbatch_runs_the_checks_on_every_task(tiny_synthetic, tmp_path):
-    bindir = tmp_path / "bin"
-    fake_slurm.install(bindir)
-    log = tmp_path / "slurm.log"
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_SLURM_LOG": str(log), "REPO": REPO,
-           "PYTHON": sys.executable, "SLURM_JOB_ID": str(free_slurm_job_id()), "SLURM_NTASKS": "2",
-           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_NODELIST": "localhost",
-           "SLURM_CPUS_PER_TASK": "2", "SLURM_SUBMIT_DIR": REPO, "DATA_DIR": str(tiny_synthetic),
-           "RUN_DIR": str(tmp_path / "runs" / "pp"), "CONFIG": CONFIG, "JAX_PLATFORMS": "cpu", "SKIP_REHEARSAL": "1",
-           "INPUT_SECONDS": "2", "ENV_FILE": "/dev/null"}
-    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "XLA_FLAGS"):
-        env.pop(key, None)
-    r = subprocess.run(["bash", os.path.join(REPO, "launch", "slurm", "preflight.sbatch")], env=env,
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    (verdict,) = (tmp_path / "runs" / "pp" / "preflight").glob("*/verdict.json")
-    rows = {row.check: row for row in read(str(verdict))}
-    assert rows["every process started"].figure == "2 of 2 processes"  # SLURM_NTASKS, through srun
-    assert "srun --kill-on-bad-exit=0 --cpu-bind=none" in log.read_text()
-    assert "step time assumed 0.08250 s" in r.stdout  # 0.165 GPU-seconds per step over 2 tasks

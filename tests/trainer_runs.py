@@ -27,9 +27,21 @@ def losses(workdir):
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
-def final_params(workdir, step):
-    mngr = ocp.CheckpointManager(os.path.join(str(workdir), "checkpoints"), item_names=("state", "data", "meta"))
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+def final_params(workdir, step, on_this_device=False):
+    """The params and data position of a checkpoint; `on_this_device` restores a checkpoint that other processes
+    or devices wrote onto this process's first device."""
+    handlers = dict(state=ocp.StandardCheckpointHandler(), data=ocp.JsonCheckpointHandler(),
+                    meta=ocp.JsonCheckpointHandler())
+    mngr = ocp.CheckpointManager(os.path.join(str(workdir), "checkpoints"), item_names=("state", "data", "meta"),
+                                 item_handlers=handlers)
+    target = None
+    if on_this_device:
+        import jax
+
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        meta = mngr.item_metadata(step)["state"]
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                           data=ocp.args.JsonRestore()))
     return restored["state"]["params"], restored["data"]
 

@@ -39,28 +39,41 @@ class Layout:
 
     @property
     def multi_process(self) -> bool:
-        # SLURM_PROCID exists only inside a job step (srun), not in the shell of an salloc or a batch script,
-        # where SLURM_NTASKS is the allocation's task count, not this process's peers.
-        in_step = "SLURM_PROCID" in os.environ
         return (self.coordinator_address is not None or (self.num_processes or 1) > 1
-                or (in_step and int(os.environ.get("SLURM_NTASKS", "1")) > 1))
+                or (in_slurm_step() and int(os.environ.get("SLURM_NTASKS", "1")) > 1))
+
+
+def in_slurm_step(env: dict[str, str] | None = None) -> bool:
+    """Whether srun started this process as a task of a job step. SLURM_PROCID alone does not say so: an sbatch
+    batch shell has SLURM_PROCID=0 (with SLURM_LOCALID and SLURM_NODEID 0, seen under Slurm 22.05 in
+    tests/test_real_slurm.py), and there SLURM_NTASKS counts the allocation's tasks, not this process's peers.
+    Only a step's tasks have SLURM_STEP_ID (srun(1), OUTPUT ENVIRONMENT VARIABLES)."""
+    env = os.environ if env is None else env
+    return "SLURM_PROCID" in env and "SLURM_STEP_ID" in env
+
+
+def slurm_task_counts(spec: str) -> list[int]:
+    """Tasks per node from Slurm's compressed form with repeats, e.g. "8(x2),4" -> [8, 8, 4]
+    (SLURM_TASKS_PER_NODE and SLURM_STEP_TASKS_PER_NODE: sbatch(1) and srun(1), OUTPUT ENVIRONMENT VARIABLES).
+    ValueError when it is not of that form."""
+    counts: list[int] = []
+    for part in spec.split(","):
+        count, _, repeat = part.partition("(x")
+        counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+    return counts
 
 
 def slurm_tasks_on_this_node(env: dict[str, str] | None = None) -> int | None:
     """The tasks of this job step on this node, from SLURM_STEP_TASKS_PER_NODE (else SLURM_TASKS_PER_NODE),
-    which srun writes as counts per node with repeats, e.g. "8(x2),4", indexed by SLURM_NODEID (srun(1),
-    OUTPUT ENVIRONMENT VARIABLES). None outside a step or when the value cannot be read."""
+    indexed by SLURM_NODEID. None outside a step or when the value cannot be read."""
     env = os.environ if env is None else env
     spec = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
-    if "SLURM_PROCID" not in env or not spec or "SLURM_NODEID" not in env:
+    if not in_slurm_step(env) or not spec or "SLURM_NODEID" not in env:
         return None
-    counts: list[int] = []
-    for part in spec.split(","):
-        count, _, repeat = part.partition("(x")
-        try:
-            counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
-        except ValueError:
-            return None
+    try:
+        counts = slurm_task_counts(spec)
+    except ValueError:
+        return None
     node = int(env["SLURM_NODEID"])
     return counts[node] if node < len(counts) else None
 

@@ -25,6 +25,14 @@ from launch.preflight import rehearsal, verdict
 from launch.preflight.verdict import Row
 
 
+def slurm_preempt(proc: subprocess.Popen) -> None:
+    """What a preemption does to the job (scancel(1), --signal: the tasks of its steps, not the batch shell)."""
+    job = os.environ["SLURM_JOB_ID"]
+    r = subprocess.run(["scancel", "--signal=TERM", job], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"preflight: scancel --signal=TERM {job} failed ({r.returncode}): {r.stderr.strip()}", flush=True)
+
+
 def launcher(kind: str, num_processes: int, devices_per_process: int, python: str):
     """module -> the command prefix that runs `python -m module` on every process of the job."""
     if kind == "slurm":
@@ -76,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [Row("every process started", False, f"exit {rc}", "the checks did not finish (the log above says "
                     "why): a process that did not start, a coordinator that cannot be reached, or a crash")]
     if not args.skip_rehearsal:
+        preempt = slurm_preempt if args.launcher == "slurm" else rehearsal.signal_launcher
         rows += rehearsal.rehearse(launch, job, os.path.join(out_dir, "rehearsal"), count,
-                                   args.rehearsal_timeout_seconds)
+                                   args.rehearsal_timeout_seconds, preempt=preempt)
     verdict.write(os.path.join(out_dir, "verdict.json"), rows)
     print(verdict.table(rows), flush=True)
     return 0 if all(r.ok for r in rows) else 1

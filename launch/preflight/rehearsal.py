@@ -1,8 +1,12 @@
 """The preflight's preemption rehearsal: the real trainer, on the job's layout and config, in a scratch workdir.
 
-1. Train until a checkpoint exists (checkpoint_every_steps=2), then send SIGTERM to the launcher (srun and
-   launch.local pass it to every process, as a preemption does: srun(1), SIGNALS AND ESCAPE SEQUENCES). Every
-   process must record exit 75 (`trainer.main --exit_record_dir`): the signal reached it and it saved.
+1. Train until a checkpoint exists (checkpoint_every_steps=2), then preempt the job as the scheduler would
+   (`preempt`): under SLURM `scancel --signal=TERM $SLURM_JOB_ID`, which signals the tasks of the job's steps and
+   not the batch shell, as a preemption and the time limit's --signal warning do. Not a SIGTERM to srun: srun
+   answers that by SIGKILLing its tasks ("forcing job termination", seen on Slurm 22.05; srun(1), SIGNALS AND
+   ESCAPE SEQUENCES), so nothing would be saved. On one machine, SIGTERM to launch.local, which passes it to
+   every process. Every process must record exit 75 (`trainer.main --exit_record_dir`): the signal reached it
+   and it saved.
 2. Start again with two more steps: the run must restore the step it saved and finish (exit 0).
 """
 
@@ -69,13 +73,19 @@ def restored_step(workdir: str) -> int | None:
     return last
 
 
+def signal_launcher(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+
+
 def rehearse(launch: Callable[[str], list[str]], trainer_args: list[str], workdir: str, num_processes: int,
-             timeout_seconds: float, log: Callable[[str], None] = print) -> list[Row]:
-    """`launch(module)` is the command prefix that runs `python -m module` on every process of the job."""
+             timeout_seconds: float, log: Callable[[str], None] = print,
+             preempt: Callable[[subprocess.Popen], None] = signal_launcher) -> list[Row]:
+    """`launch(module)` is the command prefix that runs `python -m module` on every process of the job;
+    `preempt(proc)` signals that job's processes as a preemption does."""
     base = [*without_workdir(trainer_args), f"--workdir={workdir}", *OVERRIDES]
     first = os.path.join(workdir, "attempts", "preempted")
     cmd = [*launch("trainer.main"), *base, "--config.num_train_steps=1000000", f"--exit_record_dir={first}"]
-    log(f"rehearsal: training until the first checkpoint, then SIGTERM ({' '.join(cmd[:6])} ...)")
+    log(f"rehearsal: training until the first checkpoint, then a preemption ({' '.join(cmd[:6])} ...)")
     proc = subprocess.Popen(cmd)
     saved_before = _wait_for(lambda: (newest_step(workdir) or 0) >= 2, timeout_seconds, proc)
     if not saved_before:
@@ -85,7 +95,7 @@ def rehearse(launch: Callable[[str], list[str]], trainer_args: list[str], workdi
         return [Row("SIGTERM reaches every process and it saves", False, "no checkpoint",
                     f"no step saved within {timeout_seconds:g} s (exit {proc.returncode}); the log above says why")]
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    preempt(proc)
     try:
         proc.wait(timeout=timeout_seconds)
     except subprocess.TimeoutExpired:
