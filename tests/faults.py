@@ -9,6 +9,10 @@ functions named below are wrapped.
                                  background thread) fails with EIO, as an NFS server in trouble returns it
                                  (rename(2) lists EIO: "a low-level I/O error occurred"; Orbax finalizes a step
                                  by renaming its tmp directory)
+--pause_in_save_of_step K --until FILE
+                                 the async save of step K, written but not yet committed (Orbax's
+                                 on_commit_callback, in its background thread), writes FILE.paused and waits until
+                                 FILE exists: a holder frozen in the middle of a save
 --slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
 --bug_at_step K                  logging step K raises a ValueError, as a bug in our code would
 --slow_input_process I --slow_input_seconds S
@@ -69,6 +73,21 @@ def eio_on_save_after(step: int) -> None:
     os.rename, os.replace = failing(os.rename), failing(os.replace)
 
 
+def pause_in_save_of(step: int, until: str) -> None:
+    from orbax.checkpoint._src.path import atomicity
+
+    original = atomicity.on_commit_callback
+
+    async def paused(tmp_dir, *args, **kwargs):
+        if tmp_dir.get_final().name == str(step):
+            open(until + ".paused", "w").close()
+            while not os.path.exists(until):
+                time.sleep(0.05)
+        return await original(tmp_dir, *args, **kwargs)
+
+    atomicity.on_commit_callback = paused
+
+
 def slow_eval(seconds: float) -> None:
     from trainer import evaluate
 
@@ -110,6 +129,7 @@ def main() -> None:
     p.add_argument("--pause_at_step", type=int)
     p.add_argument("--until")
     p.add_argument("--eio_on_save_after_step", type=int)
+    p.add_argument("--pause_in_save_of_step", type=int)
     p.add_argument("--slow_eval_seconds", type=float)
     p.add_argument("--bug_at_step", type=int)
     p.add_argument("--slow_input_process", type=int)
@@ -118,6 +138,8 @@ def main() -> None:
     sys.path.insert(0, REPO)
     if a.pause_at_step is not None:
         pause_at(a.pause_at_step, a.until)
+    if a.pause_in_save_of_step is not None:
+        pause_in_save_of(a.pause_in_save_of_step, a.until)
     if a.eio_on_save_after_step is not None:
         eio_on_save_after(a.eio_on_save_after_step)
     if a.bug_at_step is not None:

@@ -22,6 +22,25 @@ def plant(workdir, **fields):
     return holder
 
 
+def contend(workdir, count: int, timeout: float, wait_seconds: float) -> tuple[list, int]:
+    """`count` threads start acquire() at once: (the leases won, how many were refused)."""
+    won, refused, start = [], [], threading.Barrier(count)
+
+    def one():
+        start.wait()
+        try:
+            won.append(Lease(str(workdir), timeout, log=lambda _: None).acquire(wait_seconds, poll_seconds=0.05))
+        except LeaseHeld:
+            refused.append(1)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, len(refused)
+
+
 def test_one_holder_at_a_time_and_release_frees_it(tmp_path):
     lines = []
     first = Lease(str(tmp_path), 1.0, log=lines.append).acquire(0)
@@ -37,21 +56,8 @@ def test_one_holder_at_a_time_and_release_frees_it(tmp_path):
 
 
 def test_of_runs_that_start_together_exactly_one_gets_the_lease(tmp_path):
-    won, refused, start = [], [], threading.Barrier(4)
-
-    def contend():
-        start.wait()
-        try:
-            won.append(Lease(str(tmp_path), 5.0).acquire(wait_seconds=0))
-        except LeaseHeld:
-            refused.append(1)
-
-    threads = [threading.Thread(target=contend) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(won) == 1 and len(refused) == 3
+    won, refused = contend(tmp_path, 4, timeout=5.0, wait_seconds=0)
+    assert len(won) == 1 and refused == 3
     assert json.load(open(tmp_path / FILENAME))["token"] == won[0].token
     won[0].release()
 
@@ -124,3 +130,67 @@ def test_renewal_keeps_the_file_changing(tmp_path):
     time.sleep(0.5)
     assert os.stat(tmp_path / FILENAME).st_mtime_ns != before
     mine.release()
+
+
+def test_of_waiters_on_one_stale_lease_exactly_one_takes_it_over(tmp_path, monkeypatch):
+    """The race window between the staleness check and the replace widened to 0.3 s (on NFS it is a round trip
+    or a delegation recall): every waiter sees the same stale lease, and still exactly one proceeds."""
+    real_replace = os.replace
+
+    def slow_replace(src, dst):
+        if str(dst).endswith(FILENAME):
+            time.sleep(0.3)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", slow_replace)
+    for _ in range(4):
+        workdir = tmp_path / f"round{_}"
+        workdir.mkdir()
+        plant(str(workdir), timeout_seconds=0.2)
+        won, refused = contend(workdir, 4, timeout=1.0, wait_seconds=1.5)
+        assert (len(won), refused) == (1, 3)
+        assert json.load(open(workdir / FILENAME))["token"] == won[0].token
+        won[0].release()
+        assert os.listdir(workdir) == []  # no claim or unique file left behind
+
+
+def test_release_never_raises_and_says_what_it_found(tmp_path, monkeypatch):
+    from trainer import lease
+
+    lines = []
+    mine = Lease(str(tmp_path), 5.0, log=lines.append).acquire(0)
+    ours = json.load(open(tmp_path / FILENAME))
+    os.remove(tmp_path / FILENAME)  # gone between the read and the remove, as on a shared filesystem
+    monkeypatch.setattr(Lease, "_observe", lambda self: (ours, (0, 0, 0)))
+    mine.release()
+    assert lines == [f"the lease of workdir {tmp_path} was already gone when this run released it"]
+    assert lease.taken_over() is None
+
+
+def test_taken_over_says_whether_this_processs_lease_is_another_runs(tmp_path):
+    from trainer import lease
+
+    mine = Lease(str(tmp_path), 5.0, log=lambda _: None).acquire(0)
+    assert lease.taken_over() is None
+    plant(str(tmp_path), timeout_seconds=60)  # what a takeover leaves
+    assert "held by host node-b, pid 4242" in lease.taken_over()
+    mine.release()  # leaves the other's lease, and this process still knows it lost it
+    assert "held by host node-b" in lease.taken_over()
+    os.remove(tmp_path / FILENAME)
+    Lease(str(tmp_path), 5.0).acquire(0).release()
+    assert lease.taken_over() is None  # a lease released as its own is no longer asked about
+    gone = Lease(str(tmp_path), 5.0, log=lambda _: None).acquire(0)
+    os.remove(tmp_path / FILENAME)  # another run took it over and has released it since
+    gone.release()
+    assert lease.taken_over() == "its lease file was removed"
+
+
+def test_a_claim_left_by_a_waiter_that_died_does_not_block_the_takeover(tmp_path):
+    plant(str(tmp_path), timeout_seconds=0.3)
+    st = os.stat(tmp_path / FILENAME)
+    (tmp_path / f"{FILENAME}.takeover-{st.st_ino}-{st.st_mtime_ns}-{st.st_size}-0").write_text("a dead waiter's")
+    lines = []
+    mine = Lease(str(tmp_path), 0.5, log=lines.append).acquire(wait_seconds=5, poll_seconds=0.05)
+    assert len(lines) == 1 and "not renewed for" in lines[0]
+    mine.release()
+    assert os.listdir(tmp_path) == []

@@ -161,6 +161,45 @@ def test_a_fenced_holder_stops_before_its_next_save(tiny_synthetic, tmp_path, so
     assert_equal_params(solo, w)
 
 
+def workdir_files(w, skip=()) -> dict:
+    """Every file under the workdir but the lease and `skip`, with its bytes (checkpoints by name only)."""
+    out = {}
+    for root, dirs, files in os.walk(w):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, w)
+            if rel.startswith(("lease.json", "compilation_cache")) or rel in skip:
+                continue
+            out[rel] = None if os.path.isdir(path) or rel.startswith("checkpoints") else open(path, "rb").read()
+    return out
+
+
+@pytest.mark.slow
+def test_a_holder_frozen_in_a_save_and_taken_over_writes_nothing_more(tiny_synthetic, tmp_path, solo):
+    """A is frozen (SIGSTOP) while its save of step 4 is written but not committed; B takes the stale lease
+    over, resumes and finishes. A, woken, exits 77, and the workdir is byte for byte what B left: no step, tmp
+    directory, event, metric or telemetry line of A's after the takeover. A's own TensorBoard file is A's alone
+    (tensorboardX flushes its buffer at close); B's purge_step hides its steps past the one B restored."""
+    w, go = tmp_path / "w", str(tmp_path / "go")
+    a = start(tiny_synthetic, w, "--config.lease_timeout_seconds=2",
+              faults=["--pause_in_save_of_step", "4", "--until", go])
+    wait_for(go + ".paused", a)
+    os.kill(a.pid, signal.SIGSTOP)
+    own = {os.path.join("tensorboard", n) for n in os.listdir(w / "tensorboard")}
+    try:
+        b = train(tiny_synthetic, w, f"--config.num_train_steps={STEPS}", "--config.lease_wait_seconds=60")
+        assert b.returncode == 0 and "taking over the lease" in b.stdout, b.stdout[-2000:] + b.stderr[-3000:]
+        left_by_b = workdir_files(w, skip=own)
+        open(go, "w").close()
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    code, out, err = finish(a, w)
+    assert code == exits.FENCED, err[-3000:]
+    assert workdir_files(w, skip=own) == left_by_b
+    assert not [n for n in os.listdir(w / "checkpoints") if "tmp" in n]
+    assert_equal_params(solo, w)
+
+
 # ----------------------------------------------------------------------------------- the filesystem
 def mount_tmpfs(path, size):
     os.makedirs(path)

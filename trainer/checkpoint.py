@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.path import atomicity
 
 from trainer import runtime
 from trainer.exits import BadInput, Resumable, one_line
@@ -115,9 +118,32 @@ class _Manager(ocp.CheckpointManager):
         self._newest_poll = step
 
 
+def fenced_temporary_path(fence: Callable[[], None]) -> type:
+    """Orbax's atomic save, a tmp directory STEP.orbax-checkpoint-tmp-* renamed to STEP once written
+    (orbax/checkpoint/_src/path/atomicity.py: AtomicRenameTemporaryPath.create and .finalize, run in the async
+    save's thread), with `fence()` called at both ends. A save that was in flight when this run's workdir was
+    taken over neither creates its tmp directory nor lands among the new holder's steps: `fence` raises
+    (WorkdirTakenOver) and the tmp directory it wrote into is removed."""
+
+    class FencedTemporaryPath(atomicity.AtomicRenameTemporaryPath):
+        async def create(self, *args, **kwargs):
+            fence()
+            return await super().create(*args, **kwargs)
+
+        async def finalize(self, *args, **kwargs):
+            try:
+                fence()
+            except Exception:
+                shutil.rmtree(str(self.get()), ignore_errors=True)
+                raise
+            return await super().finalize(*args, **kwargs)
+
+    return FencedTemporaryPath
+
+
 class Checkpoints:
     def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0,
-                 barrier_timeout_seconds: int = 300):
+                 barrier_timeout_seconds: int = 300, fence: Callable[[], None] | None = None):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")  # Orbax needs absolute paths
         self._barrier_timeout = int(barrier_timeout_seconds)
         # Multi-process: every process writes its shards, process 0 commits; the barriers between them wait on
@@ -125,7 +151,8 @@ class Checkpoints:
         self._options = ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_period or None,
             enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
-            async_options=ocp.AsyncOptions(timeout_secs=int(barrier_timeout_seconds)))
+            async_options=ocp.AsyncOptions(timeout_secs=int(barrier_timeout_seconds)),
+            temporary_path_class=fenced_temporary_path(fence) if fence is not None else None)
         self.manager = _Manager(self.directory, item_names=ITEMS, options=self._options)
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict, force: bool = False) -> bool:

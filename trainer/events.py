@@ -60,6 +60,20 @@ class EventLog:
                 self._write(line)
         self._pending = [] if write else self._pending
 
+    def own(self) -> None:
+        """Once this run holds the workdir's lease: from now on its lines go to a file no earlier holder still
+        appends to (trainer/lease.py: append_alone)."""
+        if self._f is None:
+            return
+        from trainer.lease import append_alone
+
+        try:
+            self._f.close()
+            self._f = append_alone(self.path)
+        except OSError as e:
+            self._f = None
+            self._warn(e)
+
     @property
     def training_started(self) -> bool:
         """Whether the state was restored or initialised: errors after this point are the run's, not setup's."""

@@ -10,6 +10,11 @@ A lease is stale when it has not changed for its holder's timeout, or at once wh
 What it relies on, so that it works on NFS and Lustre without flock:
 - link(2) of a unique file to the lease name is an atomic create-if-absent, also on NFS; when the reply is
   lost, the unique file's link count (2) says whether it worked (open(2), "O_EXCL" notes on NFS).
+- One winner per takeover: checking that a lease is stale and replacing it are two operations, and on NFS the
+  gap between them is a round trip or more, so several waiters can each see the same stale lease. Each first
+  claims that lease by linking a file named after its signature (inode, mtime, size) with the same atomic
+  create-if-absent; only the waiter whose link succeeded checks the signature again and replaces the lease, then
+  reads the lease back and goes on only if it carries its own token.
 - rename(2) replaces the name atomically (a takeover), and a reader sees the old file or the new one.
 - Close-to-open consistency (nfs(5), "Data and metadata coherence"): opening a file revalidates its
   attributes, so a waiter that opens the lease and fstat()s the descriptor sees the latest renewal.
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from trainer.exits import BadInput, WorkdirTakenOver
 
 FILENAME = "lease.json"
+_held: Lease | None = None  # this process's lease, until it is released as its own (`taken_over`)
 
 
 class LeaseHeld(BadInput):
@@ -85,6 +91,7 @@ class Lease:
         self.lost: str | None = None  # why the lease is no longer ours, once the renewal thread finds out
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._claims_seen: dict[str, tuple[int, float]] = {}  # claim -> (inode, when this waiter first saw it)
 
     # ---------------------------------------------------------------- taking it
     def _content(self) -> str:
@@ -134,15 +141,54 @@ class Lease:
             return False
         return _process_start(holder["pid"]) != holder.get("pid_start")
 
+    def _claim(self, signature: tuple, timeout: float) -> str | None:
+        """Links a claim on the stale lease with this `signature`: its path when this waiter made it, None when
+        another waiter did. A claim normally lives for a few file operations; one that this waiter has seen
+        unchanged for a whole lease timeout (the longer of the stale holder's, `timeout`, and its own) belongs to
+        a waiter that died in between, and the next generation is claimed."""
+        timeout = max(timeout, self.timeout)
+        base = f"{self.path}.takeover-{signature[0]}-{signature[1]}-{signature[2]}"
+        for generation in range(1000):
+            claim = f"{base}-{generation}"
+            tmp = self._unique_file()
+            try:
+                os.link(tmp, claim)
+                return claim
+            except FileExistsError:
+                pass
+            except OSError:
+                if os.stat(tmp).st_nlink == 2:  # NFS: the link may exist although its reply was lost
+                    return claim
+            finally:
+                os.remove(tmp)
+            try:
+                inode = os.stat(claim).st_ino
+            except FileNotFoundError:
+                return None  # its claimant is done with it: the lease has changed
+            seen = self._claims_seen.setdefault(claim, (inode, self._clock()))
+            if seen[0] != inode or self._clock() - seen[1] < timeout:
+                self._claims_seen[claim] = seen if seen[0] == inode else (inode, self._clock())
+                return None
+        return None
+
     def _take_over(self, holder: dict, signature: tuple, reason: str) -> bool:
+        claim = self._claim(signature, float(holder.get("timeout_seconds", self.timeout)))
+        if claim is None:
+            return False  # another waiter takes this lease over
         tmp = self._unique_file()
         try:
             if self._observe()[1] != signature:  # renewed or replaced meanwhile: not stale after all
                 return False
             os.replace(tmp, self.path)
+            if (self._observe()[0] or {}).get("token") != self.token:  # read back before doing anything
+                return False
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            base, generation = claim.rsplit("-", 1)
+            for path in (tmp, *(f"{base}-{g}" for g in range(int(generation) + 1))):  # dead claimants' too
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
         self._log(f"warning: taking over the lease of workdir {os.path.dirname(self.path)} from "
                   f"{describe(holder)}: {reason}")
         return True
@@ -169,11 +215,13 @@ class Lease:
                     if self._take_over(holder, signature, f"not renewed for {silent:.0f} s (its timeout: "
                                        f"{timeout:g} s)"):
                         break
-                elif now - start >= wait_seconds:
+                if now - start >= wait_seconds:  # also when another waiter is taking a stale lease over
                     raise LeaseHeld(self._held_message(holder, signature, now - start, timeout))
             time.sleep(min(poll_seconds, max(self.timeout / 6, 0.05)))
         self._thread = threading.Thread(target=self._renew_loop, name="workdir-lease", daemon=True)
         self._thread.start()
+        global _held
+        _held = self
         return self
 
     def _held_message(self, holder: dict, signature: tuple, waited: float, timeout: float) -> str:
@@ -212,10 +260,62 @@ class Lease:
                                    "command once it has ended")
 
     def release(self) -> None:
-        """Stops renewing; removes the file if it is still this run's."""
+        """Stops renewing and removes the file if it is still this run's. Never raises: a lease that is already
+        gone, or held by another run, is said in one line and left as it is."""
+        global _held
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        holder, _ = self._observe()
-        if holder is not None and holder.get("token") == self.token:
-            os.remove(self.path)
+        workdir = os.path.dirname(self.path)
+        try:
+            holder, _ = self._observe()
+            if holder is not None and holder.get("token") == self.token:
+                os.remove(self.path)
+                _held = None if _held is self else _held
+            elif holder is None:  # removed by another run (one that took it over, then released it)
+                self.lost = self.lost or "its lease file was removed"
+                self._log(f"the lease of workdir {workdir} was already gone when this run released it")
+            else:
+                self.lost = self.lost or f"it is held by {describe(holder)}"
+                self._log(f"the lease of workdir {workdir} is no longer this run's ({self.lost}): left to its holder")
+        except FileNotFoundError:  # ours when read, gone before the remove
+            self._log(f"the lease of workdir {workdir} was already gone when this run released it")
+            _held = None if _held is self else _held
+        except OSError as e:
+            self._log(f"warning: could not release the lease of workdir {workdir} ({e}); it turns stale by itself "
+                      f"after {self.timeout:g} s")
+
+
+def append_alone(path: str):
+    """`path` opened for appending on a new inode that holds its lines so far (copied, then renamed over it).
+
+    A run whose lease is taken over may still hold its own descriptors on the old inode: what it writes after
+    waking goes there (an unlinked file, or ESTALE on NFS), never into the file of the run that took over. Two
+    runs never append to one file, which NFS does not make safe (each client appends at the size it has cached).
+    Called after the lease is taken, for every file a run appends to."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return open(path, "a")  # noqa: SIM115 - the caller closes it
+
+
+def taken_over() -> str | None:
+    """Why this process's lease is another run's now (read from the file), or None: after a takeover, whatever
+    error follows ends the run as fenced, not as a resumable filesystem error."""
+    lease = _held
+    if lease is None:
+        return None
+    if lease.lost is None:
+        try:
+            lease.lost = lease._lost_reason()
+        except OSError:
+            return None
+    return lease.lost

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 
 from cli.config_flags import check_config_overrides
 from configs.validate import ConfigError, expand_path, expand_paths, validate
-from trainer import checkpoint, evaluate, exits, goodput, runtime, summary, train
+from trainer import checkpoint, evaluate, exits, goodput, lease, runtime, summary, train
 from trainer.events import EventLog
 from trainer.peers import start_peer_monitor
 from trainer.run import Preempted, TrainingDiverged
@@ -88,6 +88,10 @@ def failure(e: Exception, config, events: EventLog) -> int:
     """The exit code and the one message of an error that ended the run; a filesystem error that keeps coming
     back without progress turns into GAVE_UP after config.max_attempts_without_progress attempts."""
     workdir = os.path.abspath(workdir_path())
+    taken = lease.taken_over() if not isinstance(e, exits.WorkdirTakenOver) else None
+    if taken is not None:  # the workdir is another run's now: a restart of this one must not write there again
+        return say_error(exits.FENCED, f"this run lost the lease of workdir {workdir} ({taken}) and then failed "
+                         f"({exits.one_line(e)}); the other run owns the workdir, so this one is not restarted")
     outcome = exits.classify(e, events.training_started, checkpoint.describe_newest(workdir))
     if outcome.code == exits.FILESYSTEM and _MODE.value == "train":
         outcome = give_up_if_stalled(outcome, config, events, workdir)

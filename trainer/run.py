@@ -146,6 +146,7 @@ def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primar
                train_source=train_source, eval_source=eval_source, program=program,
                abstract_state=program.abstract_state(),
                checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
-                                                  config.checkpoint_keep_period, config.barrier_timeout_seconds),
+                                                  config.checkpoint_keep_period, config.barrier_timeout_seconds,
+                                                  fence=lease.check if lease is not None else None),
                writer=writers.create_writer(workdir, is_primary and mode == "train"), lease=lease,
                telemetry=TelemetryLog(workdir, jax.process_index()) if mode == "train" else None)

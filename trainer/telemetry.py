@@ -17,6 +17,8 @@ import os
 import socket
 import time
 
+from trainer.lease import append_alone
+
 DIRNAME = "telemetry"
 
 
@@ -41,7 +43,7 @@ class TelemetryLog:
         try:
             if self._f is None:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                self._f = open(self.path, "a")  # noqa: SIM115 - closed in close()
+                self._f = append_alone(self.path)  # no earlier run's process still appends to it
             self._f.write(json.dumps(line) + "\n")
             self._f.flush()
         except OSError as e:

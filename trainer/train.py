@@ -170,6 +170,7 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
     # Config rules (before any compile), workdir, data sources, model, optimizer, checkpoints, writer.
     run = setup(config, workdir)
     events.attach(run.workdir, run.is_primary)
+    events.own()
     c = run.config
 
     # ------------------------------------------------------------------------ Input

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from trainer.lease import append_alone
 
 
 @runtime_checkable
@@ -63,7 +66,7 @@ class JsonlWriter:
 
     def __init__(self, path: str):
         self._path = path
-        self._f = open(path, "a")  # noqa: SIM115 - closed in close()
+        self._f = append_alone(path)  # a file no earlier holder of the workdir appends to
 
     def resume_at(self, step: int) -> None:
         """Drops the rows past `step` (written by an attempt that was interrupted after its last checkpoint),
@@ -71,7 +74,7 @@ class JsonlWriter:
         self._f.close()
         with open(self._path) as f:
             keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-        tmp = f"{self._path}.tmp-{os.getpid()}"
+        tmp = f"{self._path}.tmp-{uuid.uuid4().hex}"
         with open(tmp, "w") as f:
             f.writelines(keep)
         os.replace(tmp, self._path)
