@@ -107,10 +107,11 @@ class Lease:
             os.fsync(f.fileno())
         return tmp
 
-    def _create(self) -> bool:
+    def _link_new(self, path: str) -> bool:
+        """Creates `path` (this run's lease content) if it is absent, atomically: whether this call made it."""
         tmp = self._unique_file()
         try:
-            os.link(tmp, self.path)
+            os.link(tmp, path)
             return True
         except FileExistsError:
             return False
@@ -118,6 +119,9 @@ class Lease:
             return os.stat(tmp).st_nlink == 2  # NFS: the link may exist although its reply was lost
         finally:
             os.remove(tmp)
+
+    def _create(self) -> bool:
+        return self._link_new(self.path)
 
     def _observe(self) -> tuple[dict | None, tuple | None]:
         """(holder, signature) of the lease now: (None, None) when there is none, (None, signature) while it is
@@ -150,24 +154,17 @@ class Lease:
         base = f"{self.path}.takeover-{signature[0]}-{signature[1]}-{signature[2]}"
         for generation in range(1000):
             claim = f"{base}-{generation}"
-            tmp = self._unique_file()
-            try:
-                os.link(tmp, claim)
+            if self._link_new(claim):
                 return claim
-            except FileExistsError:
-                pass
-            except OSError:
-                if os.stat(tmp).st_nlink == 2:  # NFS: the link may exist although its reply was lost
-                    return claim
-            finally:
-                os.remove(tmp)
             try:
                 inode = os.stat(claim).st_ino
             except FileNotFoundError:
                 return None  # its claimant is done with it: the lease has changed
-            seen = self._claims_seen.setdefault(claim, (inode, self._clock()))
-            if seen[0] != inode or self._clock() - seen[1] < timeout:
-                self._claims_seen[claim] = seen if seen[0] == inode else (inode, self._clock())
+            first_seen = self._claims_seen.get(claim)
+            if first_seen is None or first_seen[0] != inode:
+                self._claims_seen[claim] = (inode, self._clock())
+                return None
+            if self._clock() - first_seen[1] < timeout:
                 return None
         return None
 
