@@ -37,10 +37,13 @@ demo: install
 	rm -rf $(DEMO_WORKDIR)  # a fresh run each time (the trainer itself resumes from an existing workdir)
 	$(PY) -m trainer.main --config configs/demo.py --config.data.data_dir=$(DEMO_DATA) --workdir $(DEMO_WORKDIR)
 
+# Two pytest-xdist workers, whole modules each (tests/conftest.py: LONGEST_FIRST says in which order); TEST_WORKERS=0
+# runs them in this process, one after another.
+TEST_WORKERS ?= 2
 test: install
 	$(PY) -m ruff check .
 	@# pytest exits 5 when it collects no test: that is a failure, not a pass.
-	$(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo 'make test: pytest collected no tests' >&2; exit 1; fi; exit $$rc
 
 lint: install
 	$(PY) -m ruff check .

@@ -1,17 +1,23 @@
 """The original's parameter trees and checkpoints -> ours; `verify` against a reference forward pass.
 
     python -m model.seed_import verify REFERENCE.npz
-    python -m model.seed_import convert --checkpoint CKPT --reference_config REFERENCE.npz --out DIR
+    python -m model.seed_import convert --checkpoint CKPT_DIR --original_config statm_savi_conditional_small.py \
+        --out DIR [--step N]
 
-The tree conversion is a pure function of flat `/`-joined paths (`convert_tree`): the recurrent modules
-move under `Recurrence/`, the coordinate grids (stop-gradient "params" in the original, constants here) are
-checked and dropped, and GroupNorm scales/biases stored as (1, 1, 1, C) by the original's older JAX
+The model is named by the original's own config file (`--original_config PATH.py[:ARG]`), by one of ours
+(`--config configs/statm_savi.py:movi_a`), or by the original's config as JSON (`--reference_config`, also a
+reference .npz). The tree conversion is a pure function of flat `/`-joined paths (`convert_tree`): the recurrent
+modules move under `Recurrence/`, the coordinate grids (stop-gradient "params" in the original, constants here)
+are checked and dropped, and GroupNorm scales/biases stored as (1, 1, 1, C) by the original's older JAX
 environment are flattened to (C,).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import importlib.util
 import json
 import os
 import sys
@@ -21,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model import build, slots
+from model import build, clu_checkpoint, slots
 from model.layers import coordinate_grid
 
 RECURRENT_PREFIXES = ("SlotAttention_0/", "TimeSpaceTransformerBlock2_0/", "TransformerBlock_0/")
@@ -29,6 +35,10 @@ RECURRENT_PREFIXES = ("SlotAttention_0/", "TimeSpaceTransformerBlock2_0/", "Tran
 
 class TreeMismatch(ValueError):
     """The converted tree does not fit the architecture; lists every difference."""
+
+    def __init__(self, message: str, differences: int = 0):
+        super().__init__(message)
+        self.differences = differences
 
 
 def flatten(tree) -> dict[str, Any]:
@@ -74,7 +84,7 @@ def convert_tree(original: dict[str, np.ndarray], expected: dict[str, tuple], co
                              ("bad coordinate grids", grid_errors)):
             if items:
                 parts.append(f"{title} ({len(items)}): " + "; ".join(items[:40]) + (" …" if len(items) > 40 else ""))
-        raise TreeMismatch("\n  ".join(parts))
+        raise TreeMismatch("\n  ".join(parts), len(missing) + len(unexpected) + len(misshaped) + len(grid_errors))
     return unflatten({p: jnp.asarray(v, jnp.float32) for p, v in out.items()})
 
 
@@ -148,48 +158,102 @@ def verify(path: str, tolerance: float = 2e-5, log=print) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 # Published checkpoints
 # ---------------------------------------------------------------------------------------------------------
+# Our configs that reproduce the original's (their docstrings say which): the trees a mismatch is compared with.
+KNOWN_CONFIGS = ("statm_savi.py:movi_a", "statm_savi_pp.py:movi_a", "statm_savi_pp.py:movi_e", "savi.py:movi_a",
+                 "savi_pp.py:movi_e")
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
-def read_original_checkpoint(path: str) -> dict[str, np.ndarray]:
-    """Flat original params from a clu checkpoint's flax state file (`ckpt-N.flax`: msgpack, no TensorFlow
-    needed), a msgpack params file, or a reference-style .npz with `params/` keys."""
-    from flax import serialization
-
-    if path.endswith(".npz"):
-        return load_reference(path)[2]
-    if os.path.isdir(path):
-        candidates = sorted((f for f in os.listdir(path) if f.endswith(".flax")),
-                            key=lambda f: int("".join(c for c in f if c.isdigit()) or 0))
-        if not candidates:
-            raise FileNotFoundError(f"{path}: no clu `ckpt-N.flax` state file in this directory")
-        path = os.path.join(path, candidates[-1])
-    with open(path, "rb") as f:
-        state = serialization.msgpack_restore(f.read())
-    # SAVi/STATM TrainState: {"optimizer": {"target": params, ...}, ...}; also accept {"params": ...} or params.
-    for keys in (("optimizer", "target"), ("params",), ("target",), ()):
-        node = state
-        for k in keys:
-            node = node.get(k) if isinstance(node, dict) else None
-        if isinstance(node, dict) and any(k.startswith("FrameEncoder") for k in node):
-            return {p: np.asarray(v) for p, v in flatten(node).items()}
-    raise ValueError(f"{path}: no parameter tree (FrameEncoder_0/…) found under optimizer/target, params or the root")
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The architecture the weights are converted for, and where that was read."""
+    model: Any  # our config.model block
+    num_slots: int
+    conditioning_key: str
+    max_instances: int
+    source: str
 
 
-def convert(checkpoint: str, seed_config: dict, out_dir: str, max_instances: int, log=print) -> str:
-    """Writes an Orbax checkpoint of our params (+ the model config as JSON) that the trainer can load."""
+def load_config_file(spec: str):
+    """`PATH.py[:ARG]` -> get_config(ARG) (or get_config()), as ml_collections' config_flags loads a config."""
+    path, _, arg = spec.partition(":")
+    if not path.endswith(".py") or not os.path.isfile(path):
+        raise FileNotFoundError(f"{spec}: expected a Python config file PATH.py[:ARG] with get_config()")
+    spec_ = importlib.util.spec_from_file_location(f"_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec_)
+    try:
+        spec_.loader.exec_module(module)
+        return module.get_config(arg) if arg else module.get_config()
+    except Exception as e:
+        raise ValueError(f"{spec}: loading the config failed ({type(e).__name__}: {e})") from None
+
+
+def target_of_original(seed_config: dict, source: str) -> Target:
+    model, num_slots, key = build.from_original(seed_config)
+    return Target(model, num_slots, key, int(seed_config["max_instances"]), source)
+
+
+def target_of_ours(spec: str) -> Target:
+    c = load_config_file(spec)
+    return Target(c.model, int(c.num_slots), c.conditioning_key, int(c.max_instances), spec)
+
+
+def target_from_args(a: argparse.Namespace) -> Target:
+    if a.original_config:
+        cfg = load_config_file(a.original_config)
+        return target_of_original(json.loads(json.dumps(cfg.to_dict(), default=list)), a.original_config)
+    if a.config:
+        return target_of_ours(a.config)
+    if a.reference_config.endswith(".json"):
+        with open(a.reference_config) as f:
+            return target_of_original(json.load(f), a.reference_config)
+    meta = json.loads(bytes(np.load(a.reference_config)["meta/json"]))
+    return target_of_original(meta["seed_config"], meta.get("seed_config_file", a.reference_config))
+
+
+def _expected(target: Target) -> dict[str, tuple]:
+    # The expected tree does not depend on resolution or T for these architectures (only the dropped grids do).
+    model = build.build_model(target.model, target.num_slots, target.conditioning_key)
+    return expected_tree(model, target.max_instances, 2, 64, 1)
+
+
+def closest_known(original: dict[str, np.ndarray]) -> str:
+    """Which of KNOWN_CONFIGS the weights are nearest to, with its differences."""
+    scored = []
+    for name in KNOWN_CONFIGS:
+        try:
+            convert_tree(original, _expected(target_of_ours(os.path.join(CONFIGS_DIR, name))), f"configs/{name}")
+            return f"they match configs/{name}: pass --config configs/{name}"
+        except TreeMismatch as e:
+            scored.append((e.differences, name, str(e)))
+    differences, name, text = min(scored)
+    return (f"the closest known config is configs/{name}, with {differences} differences: "
+            + text.split("\n", 1)[-1].strip())
+
+
+def convert(checkpoint: str, target: Target, out_dir: str, step: int | None = None, log=print) -> str:
+    """Writes an Orbax checkpoint of our params, and model_config.json (the architecture, and the weights'
+    origin) that the trainer checks before it loads them."""
     import orbax.checkpoint as ocp
 
-    model_cfg, num_slots, conditioning_key = build.from_original(seed_config)
-    expected = expected_tree(build.build_model(model_cfg, num_slots, conditioning_key), max_instances, 2, 64, 1)
-    # The expected tree does not depend on resolution or T for these architectures (only the dropped grids do).
-    name = seed_config.get("model", {}).get("module", "the original config")
-    params = convert_tree(read_original_checkpoint(checkpoint), expected, name)
+    if checkpoint.endswith(".npz"):
+        original = clu_checkpoint.Original(os.path.abspath(checkpoint), None, load_reference(checkpoint)[2])
+    else:
+        original = clu_checkpoint.load(checkpoint, step)
+    log(f"reading {original.file} " + ("(no step stored)" if original.step is None else
+                                       f"(the original's step {original.step})"))
+    try:
+        params = convert_tree(original.params, _expected(target), target.source)
+    except TreeMismatch as e:
+        raise TreeMismatch(f"{original.file}: {e}\n  {closest_known(original.params)}") from None
     out_dir = os.path.abspath(out_dir)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(out_dir, "params"), params)
+    origin = {"checkpoint": os.path.abspath(original.file), "step": original.step, "config": target.source,
+              "converted": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     with open(os.path.join(out_dir, "model_config.json"), "w") as f:
-        json.dump({"model": model_cfg.to_dict(), "num_slots": num_slots, "conditioning_key": conditioning_key},
-                  f, indent=1)
+        json.dump({"model": target.model.to_dict(), "num_slots": target.num_slots,
+                   "conditioning_key": target.conditioning_key, "origin": origin}, f, indent=1)
     log(f"wrote {build.count_params(params):,} parameters to {out_dir}/params (Orbax) and model_config.json")
     return out_dir
 
@@ -200,23 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("verify", help="forward pass against a reference npz; exit 0 only if it matches")
     v.add_argument("reference")
     v.add_argument("--tolerance", type=float, default=2e-5)
-    c = sub.add_parser("convert", help="original checkpoint -> Orbax checkpoint for the trainer")
-    c.add_argument("--checkpoint", required=True, help="clu checkpoint dir / ckpt-N.flax / msgpack / npz")
-    c.add_argument("--reference_config", required=True,
-                   help="an npz whose meta/json holds the original config (seed_config), or that config as .json")
+    c = sub.add_parser("convert", help="the original's checkpoint -> an Orbax checkpoint for the trainer")
+    c.add_argument("--checkpoint", required=True,
+                   help="the original's checkpoints-0/ directory, its workdir, one ckpt-N.flax, or a reference .npz")
+    c.add_argument("--step", type=int, help="the checkpoint whose stored training step is N (default: the newest)")
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument("--original_config", help="the original's config file PATH.py[:ARG] the weights were "
+                       "trained with, e.g. statm/configs/movi/statm_savi_conditional_small.py")
+    which.add_argument("--config", help="our config of the same model, e.g. configs/statm_savi_pp.py:movi_e")
+    which.add_argument("--reference_config", help="the original's config as JSON, or a reference .npz")
     c.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
         if a.command == "verify":
             return 0 if verify(a.reference, a.tolerance) else 1
-        if a.reference_config.endswith(".json"):
-            with open(a.reference_config) as f:
-                seed_config = json.load(f)
-        else:
-            seed_config = json.loads(bytes(np.load(a.reference_config)["meta/json"]))["seed_config"]
-        convert(a.checkpoint, seed_config, a.out, int(seed_config["max_instances"]))
+        convert(a.checkpoint, target_from_args(a), a.out, a.step)
         return 0
-    except (FileNotFoundError, ValueError) as e:  # TreeMismatch and UnsupportedOriginal are ValueErrors
+    except (FileNotFoundError, ValueError) as e:  # TreeMismatch, NotACheckpoint, UnsupportedOriginal: ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 1
 

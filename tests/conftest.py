@@ -17,12 +17,30 @@ MOVI_SAMPLE = os.path.join(SHARED, "movi_sample")
 REFERENCE_EVAL = os.path.join(MOVI_SAMPLE, "savi_reference_eval_k10.npz")
 sys.path.insert(0, REPO)
 # One persistent compilation cache for every training subprocess of the session: most runs share the tiny
-# config, so only the first one compiles (each test's workdir would otherwise start cold).
-COMPILATION_CACHE = os.path.join(tempfile.gettempdir(), f"statm-test-compilation-cache-{os.getpid()}")
+# config, so only the first one compiles (each test's workdir would otherwise start cold). pytest-xdist's
+# workers inherit the controller's environment, so they share the controller's cache too.
+COMPILATION_CACHE = os.environ.setdefault(
+    "STATM_TEST_COMPILATION_CACHE", os.path.join(tempfile.gettempdir(), f"statm-test-compilation-cache-{os.getpid()}"))
+
+
+# `make test` runs the modules on two pytest-xdist workers, one module per worker at a time (--dist loadfile,
+# so that module fixtures are built once), in this order (--no-loadscope-reorder): the longest first, so that
+# no long module starts last while the other worker idles. The real Slurm's module mostly waits on the
+# scheduler; the other worker's CPU-bound modules fill those waits. Lengths: `make test`'s --durations report.
+LONGEST_FIRST = ("test_real_slurm.py", "test_workdir_faults.py", "test_multihost.py", "test_preflight.py",
+                 "test_trainer.py", "test_resilience.py", "test_preemption.py", "test_model.py",
+                 "test_eval_converted.py", "test_steps.py", "test_layers.py", "test_seed_import.py",
+                 "test_original_weights.py", "test_init.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist), after every worker
+        shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 def _quiet(*_args, **_kwargs):

@@ -14,6 +14,8 @@ functions named below are wrapped.
                                  on_commit_callback, in its background thread), writes FILE.paused and waits until
                                  FILE exists: a holder frozen in the middle of a save
 --slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
+--term_after_restore             a SIGTERM to itself once a checkpoint is restored, before the first step (a
+                                 scheduler's notice that comes while a resumed run starts)
 --bug_at_step K                  logging step K raises a ValueError, as a bug in our code would
 --slow_input_process I --slow_input_seconds S
                                  on the process started with --process_id=I only, every training batch comes S
@@ -27,6 +29,7 @@ import argparse
 import errno
 import os
 import runpy
+import signal
 import sys
 import time
 
@@ -88,6 +91,21 @@ def pause_in_save_of(step: int, until: str) -> None:
     atomicity.on_commit_callback = paused
 
 
+def term_after_restore() -> None:
+    from trainer import checkpoint
+
+    original = checkpoint.Checkpoints.restore_newest_good
+
+    def restore_then_term(self, *args, **kwargs):
+        restored = original(self, *args, **kwargs)
+        if restored is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # JAX's notifier agrees on its sync point in its own thread
+        return restored
+
+    checkpoint.Checkpoints.restore_newest_good = restore_then_term
+
+
 def slow_eval(seconds: float) -> None:
     from trainer import evaluate
 
@@ -131,6 +149,7 @@ def main() -> None:
     p.add_argument("--eio_on_save_after_step", type=int)
     p.add_argument("--pause_in_save_of_step", type=int)
     p.add_argument("--slow_eval_seconds", type=float)
+    p.add_argument("--term_after_restore", action="store_true")
     p.add_argument("--bug_at_step", type=int)
     p.add_argument("--slow_input_process", type=int)
     p.add_argument("--slow_input_seconds", type=float, default=0.0)
@@ -144,6 +163,8 @@ def main() -> None:
         eio_on_save_after(a.eio_on_save_after_step)
     if a.bug_at_step is not None:
         bug_at(a.bug_at_step)
+    if a.term_after_restore:
+        term_after_restore()
     if a.slow_eval_seconds:
         slow_eval(a.slow_eval_seconds)
     if a.slow_input_process is not None and f"--process_id={a.slow_input_process}" in sys.argv[split + 1:]:

@@ -194,3 +194,37 @@ def test_a_claim_left_by_a_waiter_that_died_does_not_block_the_takeover(tmp_path
     assert len(lines) == 1 and "not renewed for" in lines[0]
     mine.release()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_dropped_saves_directory_is_removed_while_a_late_writer_still_writes_into_it(tmp_path):
+    """A fenced save's tmp directory goes although a writer (Orbax's non-blocking metadata store) keeps writing
+    into it by path; plain rmtree lists, unlinks, and then fails to remove a directory that got a new file."""
+    from trainer.checkpoint import discard
+
+    ckpts = tmp_path / "checkpoints"
+    for round_ in range(20):  # a race: plain rmtree lost it in about one round of three
+        tmp = ckpts / f"{round_}.orbax-checkpoint-tmp-1"
+        (tmp / "state").mkdir(parents=True)
+        for i in range(50):
+            (tmp / "state" / f"shard{i}").write_bytes(b"x" * 64)
+        stop, writes = threading.Event(), [0]
+
+        def late_writer(path=tmp / "_CHECKPOINT_METADATA", stop=stop, writes=writes):
+            while not stop.is_set():
+                try:
+                    path.write_text("{}")  # as Orbax writes it: no parent is created
+                    writes[0] += 1
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+
+        t = threading.Thread(target=late_writer)
+        t.start()
+        try:
+            while not writes[0]:
+                time.sleep(0.001)
+            assert discard(str(tmp), attempts=1), round_
+            time.sleep(0.01)
+        finally:
+            stop.set()
+            t.join()
+        assert os.listdir(ckpts) == [], round_

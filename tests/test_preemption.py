@@ -147,3 +147,37 @@ def test_preemption_polls_never_go_back_a_step(tmp_path, monkeypatch):
     finalize.join()
     ckpts.close()
     assert polled and polled == sorted(polled), polled
+
+
+def test_preemption_polls_are_counted_from_one_whatever_step_the_run_resumed_at(tmp_path, monkeypatch):
+    """A notice before the first poll is agreed at counter 1 (JAX: newest poll + 1, and no poll yet), so a run
+    resumed at step 40 must poll JAX with 1, 2, ... and not with 41, 42: each new step (an evaluation's batches
+    included) is one more poll, a step polled again is the same poll."""
+    from orbax.checkpoint import checkpoint_manager
+
+    polled = []
+    monkeypatch.setattr(checkpoint_manager.utils, "reached_preemption", lambda counter: polled.append(counter) or False)
+    ckpts = Checkpoints(str(tmp_path), every_steps=2)
+    for step in (41, 41, 42):
+        ckpts.reached_preemption(step)
+    poll = ckpts.evaluation_polls(42)
+    poll(), poll()  # the evaluation's batches: steps 43, 44
+    ckpts.resume_polls(42)
+    ckpts.reached_preemption(43)
+    ckpts.close()
+    assert polled == [1, 1, 2, 3, 4, 5], polled
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_a_resumed_run_starts_saves_the_next_step(tiny_synthetic, tmp_path):
+    """The notice comes after the restore, before the first step: the run saves the step after the restored one
+    and exits 75, instead of training on until the scheduler's SIGKILL."""
+    from test_workdir_faults import run_faulty
+    from trainer_runs import train
+
+    w = tmp_path / "w"
+    first = train(tiny_synthetic, w, "--config.num_train_steps=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    code, out, err = run_faulty(tiny_synthetic, w, "--config.num_train_steps=12", faults=["--term_after_restore"])
+    assert code == 75 and "resumed from step 4 " in out, out[-2000:] + err[-3000:]
+    assert "received a termination signal: saved step 5;" in out, out[-2000:]

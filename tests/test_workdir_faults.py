@@ -124,7 +124,7 @@ def test_a_second_run_waits_then_refuses_and_the_first_ends_as_if_alone(tiny_syn
 @pytest.mark.slow
 def test_a_killed_holder_is_taken_over_at_once_on_the_same_host(tiny_synthetic, tmp_path, solo):
     w, go = tmp_path / "w", str(tmp_path / "go")
-    holder = start(tiny_synthetic, w, faults=["--pause_at_step", "3", "--until", go])
+    holder = start(tiny_synthetic, w, "--config.eval_every_steps=3", faults=["--pause_at_step", "3", "--until", go])
     wait_for(go + ".paused", holder)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
@@ -141,9 +141,10 @@ def test_a_killed_holder_is_taken_over_at_once_on_the_same_host(tiny_synthetic, 
 @pytest.mark.slow
 def test_a_fenced_holder_stops_before_its_next_save(tiny_synthetic, tmp_path, solo):
     """Its lease taken over (here: rewritten as a run on another host would take a stale one over), the holder
-    writes no further checkpoint and exits 77; that other run's lease, once not renewed, is taken over too."""
+    writes no further checkpoint or picture and exits 77; that other run's lease, once not renewed, is taken
+    over too."""
     w, go = tmp_path / "w", str(tmp_path / "go")
-    holder = start(tiny_synthetic, w, faults=["--pause_at_step", "3", "--until", go])
+    holder = start(tiny_synthetic, w, "--config.eval_every_steps=3", faults=["--pause_at_step", "3", "--until", go])
     wait_for(go + ".paused", holder)
     other = {**json.load(open(w / LEASE)), "host": "node-b", "pid": 4242, "token": "other", "timeout_seconds": 3}
     with open(w / f"{LEASE}.new", "w") as f:
@@ -154,13 +155,21 @@ def test_a_fenced_holder_stops_before_its_next_save(tiny_synthetic, tmp_path, so
     line = one_error(err, exits.FENCED)
     assert code == exits.FENCED and "lost the lease" in line and "host node-b, pid 4242" in line, err[-3000:]
     # Step 2's async save may have been in flight when the lease was taken: committed before, or dropped at its
-    # commit (trainer/checkpoint.py: fenced_temporary_path). Step 4 never came.
+    # commit (trainer/checkpoint.py: holder_temporary_path). Step 4 never came.
     assert Checkpoints(str(w), 2).all_steps() in ([1], [1, 2])
+    assert_only_steps(w)
+    assert not glob.glob(str(w / "pictures" / "step0000003*"))  # its evaluation of step 3 came after the loss
     assert json.load(open(w / LEASE))["token"] == "other"  # the fenced run leaves the other's lease alone
     nxt = train(tiny_synthetic, w, f"--config.num_train_steps={STEPS}", "--config.lease_wait_seconds=30")
     assert nxt.returncode == 0, nxt.stderr[-3000:]
     assert "from host node-b, pid 4242" in nxt.stdout and "not renewed for" in nxt.stdout
     assert_equal_params(solo, w)
+
+
+def assert_only_steps(w):
+    """No tmp directory of a dropped save, nor one set aside under another name, among the steps."""
+    names = os.listdir(w / "checkpoints")
+    assert all(n.isdigit() for n in names), names
 
 
 def workdir_files(w, skip=()) -> dict:
@@ -198,7 +207,7 @@ def test_a_holder_frozen_in_a_save_and_taken_over_writes_nothing_more(tiny_synth
     code, out, err = finish(a, w)
     assert code == exits.FENCED, err[-3000:]
     assert workdir_files(w, skip=own) == left_by_b
-    assert not [n for n in os.listdir(w / "checkpoints") if "tmp" in n]
+    assert_only_steps(w)
     assert_equal_params(solo, w)
 
 

@@ -98,52 +98,101 @@ def describe_newest(workdir: str) -> str:
 
 
 class _Manager(ocp.CheckpointManager):
-    """Orbax's manager, with preemption polls kept in step order.
+    """Orbax's manager, with preemption polls counted rather than stepped.
 
-    JAX's sync manager remembers the step of the latest poll and, on a SIGTERM, agrees on that step + 1.
-    Orbax's finalize thread also polls, with the step it has just written, which may be several steps old:
-    a SIGTERM arriving then can set the sync point to a step the loop has already passed, and the run
-    ignores the signal until SIGKILL. Polls older than the newest are answered here."""
+    JAX's sync manager agrees, on a SIGTERM, to stop at the newest poll's counter + 1, over all processes, and
+    a poll answers True only at exactly that counter (XLA's preemption_sync_manager.cc: ComputeSyncCallCounter,
+    ReachedSyncPoint). Orbax polls with the step. A notice that comes before the first poll of a resumed run
+    (while it restores or compiles) is agreed at counter 1, which a loop counting from the restored step never
+    polls: the run would train on until SIGKILL. So each new step polled here is one more poll: counters 1, 2,
+    ... in the same order on every process. Orbax's finalize thread also polls, with the step it has just
+    written, which may be several steps old; polls older than the newest are answered False without reaching
+    JAX, which would otherwise move the agreement to a counter the loop has passed."""
 
     _newest_poll = -1
+    _polls = 0
 
     def reached_preemption(self, step: int) -> bool:
         if step < self._newest_poll:
             return False
-        self._newest_poll = step
-        return super().reached_preemption(step)
+        if step > self._newest_poll:
+            self._polls += 1
+            self._newest_poll = step
+        return super().reached_preemption(self._polls)
 
     def rewind_polls(self, step: int) -> None:
-        """Polls from `step` on reach JAX again (after an evaluation polled counters past it)."""
+        """Polls from `step` on count again (after an evaluation polled past it)."""
         self._newest_poll = step
 
 
-def fenced_temporary_path(fence: Callable[[], None]) -> type:
-    """Orbax's atomic save, a tmp directory STEP.orbax-checkpoint-tmp-* renamed to STEP once written
-    (orbax/checkpoint/_src/path/atomicity.py: AtomicRenameTemporaryPath.create and .finalize, run in the async
-    save's thread), with `fence()` called at both ends. A save that was in flight when this run's workdir was
-    taken over neither creates its tmp directory nor lands among the new holder's steps: `fence` raises
-    (WorkdirTakenOver) and the tmp directory it wrote into is removed."""
+def holder_temporary_path(directory: str, tag: str, fence: Callable[[], None] | None = None) -> type:
+    """Orbax's atomic save (orbax/checkpoint/_src/path/atomicity.py: AtomicRenameTemporaryPath), its tmp directories
+    named for this run: STEP.orbax-checkpoint-tmp-TAG, TAG from the workdir lease's token, the same on every
+    process. Orbax's own name, STEP.orbax-checkpoint-tmp, is the same for every run, and its `create` removes such
+    a directory it finds: a run that was taken over, with a save still in flight, would write into (and, dropping
+    its save, remove) the new holder's save of the same step. Orbax reads any name holding the suffix as a tmp
+    directory (its validate_atomic_rename_temporary_path, _get_final_directory). The same class names each item's
+    directory inside the step's.
 
-    class FencedTemporaryPath(atomicity.AtomicRenameTemporaryPath):
+    `fence()` (process 0) is called when a step's directory is created and when it is finalized, both in the
+    async save's thread: a save that was in flight when the workdir was taken over neither creates its directory
+    nor lands among the new holder's steps. `fence` raises (WorkdirTakenOver) and the step's directory is removed,
+    with whatever the save wrote into it."""
+
+    class HolderTemporaryPath(atomicity.AtomicRenameTemporaryPath):
+        @classmethod
+        def from_final(cls, final_path, **kwargs):
+            return cls(final_path.parent / f"{final_path.name}{atomicity.TMP_DIR_SUFFIX}-{tag}", final_path, **kwargs)
+
+        def _fenced(self) -> bool:  # the step's own directory, not an item's inside it
+            return fence is not None and os.path.abspath(str(self.get_final().parent)) == directory
+
         async def create(self, *args, **kwargs):
-            fence()
+            if self._fenced():
+                fence()
             return await super().create(*args, **kwargs)
 
         async def finalize(self, *args, **kwargs):
-            try:
-                fence()
-            except Exception:
-                shutil.rmtree(str(self.get()), ignore_errors=True)
-                raise
+            if self._fenced():
+                try:
+                    fence()
+                except Exception:
+                    discard(str(self.get()))
+                    raise
             return await super().finalize(*args, **kwargs)
 
-    return FencedTemporaryPath
+    return HolderTemporaryPath
+
+
+def discard(tmp: str, attempts: int = 20) -> bool:
+    """Removes a dropped save's tmp directory; True once it is gone.
+
+    Renamed first (rename(2) is atomic, on NFS too): a writer still in flight, such as Orbax's non-blocking
+    step-metadata store (orbax/checkpoint/_src/metadata/checkpoint.py, which writes without creating
+    parents), then finds no directory instead of landing in one that rmtree has just listed, and what cannot
+    be removed yet (an NFS client's .nfsXXXX silly-rename of a file still open) is left under a dot name
+    that no step listing or tmp cleanup reads. Then removed, retried while a late file keeps it non-empty."""
+    parent, name = os.path.split(tmp.rstrip("/"))
+    gone = os.path.join(parent, f".dropped-{name}-{os.getpid()}")
+    try:
+        os.rename(tmp, gone)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        gone = tmp
+    for _ in range(attempts):
+        shutil.rmtree(gone, ignore_errors=True)
+        if not os.path.lexists(gone):
+            return True
+        time.sleep(0.1)
+    print(f"warning: the directory of a save dropped after this run lost its workdir could not be removed: {gone} "
+          "(safe to delete)", file=sys.stderr, flush=True)
+    return False
 
 
 class Checkpoints:
     def __init__(self, workdir: str, every_steps: int, keep: int = 3, keep_period: int = 0,
-                 barrier_timeout_seconds: int = 300, fence: Callable[[], None] | None = None):
+                 barrier_timeout_seconds: int = 300, fence: Callable[[], None] | None = None, tag: str = ""):
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")  # Orbax needs absolute paths
         self._barrier_timeout = int(barrier_timeout_seconds)
         # Multi-process: every process writes its shards, process 0 commits; the barriers between them wait on
@@ -152,7 +201,7 @@ class Checkpoints:
             save_interval_steps=every_steps, max_to_keep=keep, keep_period=keep_period or None,
             enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
             async_options=ocp.AsyncOptions(timeout_secs=int(barrier_timeout_seconds)),
-            temporary_path_class=fenced_temporary_path(fence) if fence is not None else None)
+            temporary_path_class=holder_temporary_path(self.directory, tag, fence) if tag else None)
         self.manager = _Manager(self.directory, item_names=ITEMS, options=self._options)
 
     def save(self, step: int, state: Any, data_state: dict, meta: dict, force: bool = False) -> bool:
@@ -173,10 +222,9 @@ class Checkpoints:
     def evaluation_polls(self, step: int):
         """A poll for between the batches of an evaluation at `step`: True once a SIGTERM's sync point is reached.
 
-        JAX's sync point is the call counter of the newest poll when the notice arrives, plus one (XLA's
-        preemption_sync_manager.cc, ComputeSyncCallCounter), so each batch polls a counter one higher than the
-        last (step + 1, step + 2, ...): the batch after the notice reaches it, the same batch on every process.
-        `resume_polls` puts the training loop's counter back."""
+        JAX's sync point is the newest poll's counter when the notice arrives, plus one (_Manager), so each batch
+        polls as a step one further (step + 1, step + 2, ...), which is one more poll: the batch after the notice
+        reaches it, the same batch on every process. `resume_polls` lets the training loop's steps count again."""
         counter = [step]
 
         def poll() -> bool:
@@ -298,11 +346,58 @@ class Checkpoints:
         self.manager.close()
 
 
-def restore_params(directory: str, abstract_params: Any) -> Any:
-    """Params written by `python -m model.seed_import convert` (DIR/params), onto the current shardings."""
+# Converted weights (`python -m model.seed_import convert --out DIR`): DIR/params (Orbax) and DIR/model_config.json,
+# the model block they were converted for plus their origin. Keys that choose how the same function is run, not
+# what it is, may differ between the weights and the config that loads them.
+CONVERTED_MODEL = "model_config.json"
+EXECUTION_KEYS = ("model.dtype", "model.remat", "model.time_loop", "model.decoder.conv_transpose",
+                  "model.recurrence.slice_size")
+
+
+def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_dotted(v, f"{prefix}{k}."))
+    return out
+
+
+def converted_origin(directory: str, config: Any) -> dict:
+    """The origin that DIR/model_config.json records ({} for none), after checking that its model is the one of
+    `config`: BadInput listing every key that differs."""
+    path = os.path.join(os.path.abspath(directory), CONVERTED_MODEL)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        saved = json.load(f)
+    ours = json.loads(json.dumps({"model": config.model.to_dict(), "num_slots": config.num_slots,
+                                  "conditioning_key": config.conditioning_key}, default=list))
+    a, b = _dotted({k: v for k, v in saved.items() if k != "origin"}), _dotted(ours)
+    differ = [f"{k}: {a.get(k, '(absent)')} in the weights, {b.get(k, '(absent)')} in the config"
+              for k in sorted(set(a) | set(b)) if k not in EXECUTION_KEYS and a.get(k) != b.get(k)]
+    if differ:
+        origin = saved.get("origin", {})
+        raise BadInput(f"init_from={directory}: the weights were converted for another model than this config's "
+                       f"({len(differ)} keys differ: {'; '.join(differ[:12])}{' ...' if len(differ) > 12 else ''}). "
+                       f"Use the config they were converted for ({origin.get('config', 'see ' + path)}), or set "
+                       "those keys on the command line")
+    return saved.get("origin", {})
+
+
+def restore_params(directory: str, abstract_params: Any, config: Any = None) -> Any:
+    """Params written by `python -m model.seed_import convert` (DIR/params), onto the current shardings; with
+    `config`, its model is checked against DIR/model_config.json first."""
     path = os.path.join(os.path.abspath(directory), "params")
     if not os.path.isdir(path):
         raise BadInput(f"init_from={directory!r}: no Orbax params at {path} "
                        "(create it with `python -m model.seed_import convert ... --out DIR`)")
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(path, abstract_params)
+    if config is not None:
+        converted_origin(directory, config)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(path, abstract_params)
+    except (ValueError, KeyError, TypeError) as e:  # Orbax's tree or shape mismatch: its text is not the fix
+        raise BadInput(f"init_from={directory}: its parameters do not have the tree of this config's model "
+                       f"({type(e).__name__}); convert the original's weights again with this config "
+                       "(`python -m model.seed_import convert --config ...`)") from None

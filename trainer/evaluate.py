@@ -68,6 +68,8 @@ def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | Non
         baseline_acc.update({k: np.asarray(v) for k, v in metrics.video_metrics(
             gt, static, c.num_slots, c.max_instances, valid).items()}, mask)
         if picture_dir and pictures_done < num_pictures:
+            if run.lease is not None:  # a run whose workdir was taken over writes no picture into it
+                run.lease.check()
             pictures_done += _pictures(batch, out, mask, picture_dir, step, num_pictures - pictures_done, writer,
                                        run.is_primary)
         if stop is not None and done < total and stop():
@@ -122,8 +124,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
     run = setup(config, workdir, mode="eval")
     try:
         available = run.checkpoints.all_steps()
+        origin = {}
         if step is None and not available and config.init_from:
             source = f"init_from={config.init_from}"
+            origin = checkpoint.converted_origin(config.init_from, config)
             params, step = checkpoint.restore_params(config.init_from, run.abstract_state.params), 0
         else:
             step = run.checkpoints.latest_step() if step is None else step
@@ -135,11 +139,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, step: i
             params = run.checkpoints.restore(step, run.abstract_state)[0].params
         if run.is_primary:
             print(f"evaluating the parameters of {source}", flush=True)
+            if origin:
+                stored = "no step stored" if origin.get("step") is None else f"the original's step {origin['step']}"
+                print(f"  converted on {origin.get('converted')} from {origin.get('checkpoint')} ({stored}) for "
+                      f"{origin.get('config')}", flush=True)
         result = evaluate(run, make_eval_step(run), params, step, os.path.join(run.workdir, "pictures_eval"),
                           stop=run.checkpoints.evaluation_polls(0))
     finally:
         run.close()
-    return {"step": step, "parameters": source, **result, "protocol": protocol(config, len(run.eval_source))}
+    return {"step": step, "parameters": source, **({"origin": origin} if origin else {}), **result,
+            "protocol": protocol(config, len(run.eval_source))}
 
 
 def _pictures(batch, out, mask, picture_dir, step, n, writer, is_primary) -> int:

@@ -7,6 +7,7 @@ opened or anything compiled), the workdir, the data, then the model and its abst
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 
@@ -61,22 +62,24 @@ def check_workdir(workdir: str) -> str:
     return workdir
 
 
-def hold_workdir(config: ml_collections.ConfigDict, workdir: str, is_primary: bool) -> Lease | None:
+def hold_workdir(config: ml_collections.ConfigDict, workdir: str, is_primary: bool) -> tuple[Lease | None, str]:
     """Process 0 takes the workdir's lease (trainer/lease.py), waiting up to lease_wait_seconds; every process
-    learns the outcome from it, so that a refused multi-process run ends with exit 1 everywhere."""
+    learns the outcome from it, so that a refused multi-process run ends with exit 1 everywhere, and the tag
+    that names this run's checkpoint tmp directories (checkpoint.holder_temporary_path)."""
     lease = None
     if is_primary:
         try:
             lease = Lease(workdir, config.lease_timeout_seconds).acquire(config.lease_wait_seconds)
-            outcome = ""
+            outcome = json.dumps({"tag": lease.token[:12]})
         except LeaseHeld as e:
-            outcome = str(e)
+            outcome = json.dumps({"refused": str(e)})
         runtime.share_from_primary("workdir_lease", outcome)
     else:
         outcome = runtime.share_from_primary("workdir_lease", None, config.lease_wait_seconds + 120)
-    if outcome:
-        raise LeaseHeld(outcome)
-    return lease
+    outcome = json.loads(outcome)
+    if "refused" in outcome:
+        raise LeaseHeld(outcome["refused"])
+    return lease, outcome["tag"]
 
 
 @dataclasses.dataclass
@@ -126,16 +129,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") 
     if cache:
         runtime.enable_compilation_cache(cache, config.compilation_cache_min_seconds)
     is_primary = jax.process_index() == 0
-    lease = hold_workdir(config, workdir, is_primary) if mode == "train" else None
+    lease, tag = hold_workdir(config, workdir, is_primary) if mode == "train" else (None, "")
     try:
-        return _build(config, workdir, mode, is_primary, lease)
+        return _build(config, workdir, mode, is_primary, lease, tag)
     except BaseException:
         if lease is not None:
             lease.release()
         raise
 
 
-def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primary: bool, lease: Lease | None) -> Run:
+def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primary: bool, lease: Lease | None,
+           tag: str) -> Run:
     mesh = mesh_lib.make_mesh()
     spec = datasets.spec_from_config(config)
     program = program_lib.from_config(config, mesh)
@@ -147,6 +151,6 @@ def _build(config: ml_collections.ConfigDict, workdir: str, mode: str, is_primar
                abstract_state=program.abstract_state(),
                checkpoints=checkpoint.Checkpoints(workdir, config.checkpoint_every_steps, config.checkpoint_keep,
                                                   config.checkpoint_keep_period, config.barrier_timeout_seconds,
-                                                  fence=lease.check if lease is not None else None),
+                                                  fence=lease.check if lease is not None else None, tag=tag),
                writer=writers.create_writer(workdir, is_primary and mode == "train"), lease=lease,
                telemetry=TelemetryLog(workdir, jax.process_index()) if mode == "train" else None)

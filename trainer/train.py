@@ -75,7 +75,7 @@ def restore_or_initialise(run: Run, train_ds: grain.MapDataset, train_it, finger
             print(f"resumed from step {step} (data position {data_state})", flush=True)
         return state, int(meta.get("skipped_updates", 0)), True
     if c.init_from:  # restored straight onto the devices: no fresh init is compiled only to be replaced
-        params = checkpoint.restore_params(c.init_from, run.abstract_state.params)
+        params = checkpoint.restore_params(c.init_from, run.abstract_state.params, c)
     else:
         params = run.program.fresh_params()
     if not c.init_from and c.readout_bias_init == "target_mean":
