@@ -14,6 +14,11 @@ functions named below are wrapped.
                                  on_commit_callback, in its background thread), writes FILE.paused and waits until
                                  FILE exists: a holder frozen in the middle of a save
 --slow_eval_seconds S            every evaluation batch takes S seconds longer (a long evaluation)
+--forbid_tensorflow              an import of tensorflow (or one of its modules) fails and is written to stderr as
+                                 "FORBIDDEN IMPORT tensorflow..." (the training path must not import it); a probe
+                                 (importlib.util.find_spec) finds nothing
+--term_before_init               a SIGTERM to itself just before jax.distributed starts (a scheduler's notice that
+                                 comes while a run imports and starts)
 --term_after_restore             a SIGTERM to itself once a checkpoint is restored, before the first step (a
                                  scheduler's notice that comes while a resumed run starts)
 --bug_at_step K                  logging step K raises a ValueError, as a bug in our code would
@@ -91,6 +96,39 @@ def pause_in_save_of(step: int, until: str) -> None:
     atomicity.on_commit_callback = paused
 
 
+def forbid_tensorflow() -> None:
+    import importlib.abc
+
+    def importing() -> bool:  # an `import`, not a probe such as etils' importlib.util.find_spec("tensorflow")
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_name == "_find_and_load_unlocked":
+                return True
+            frame = frame.f_back
+        return False
+
+    class Forbid(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if (name == "tensorflow" or name.startswith("tensorflow.")) and importing():
+                print(f"FORBIDDEN IMPORT {name}", file=sys.stderr, flush=True)
+                raise ImportError(f"{name} is forbidden in this run (tests/faults.py --forbid_tensorflow)")
+            return None  # probes see no TensorFlow, as in this project's environment
+
+    sys.meta_path.insert(0, Forbid())
+
+
+def term_before_init() -> None:
+    from trainer import runtime
+
+    original = runtime.initialize_distributed
+
+    def term_then_initialize(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    runtime.initialize_distributed = term_then_initialize
+
+
 def term_after_restore() -> None:
     from trainer import checkpoint
 
@@ -150,6 +188,8 @@ def main() -> None:
     p.add_argument("--pause_in_save_of_step", type=int)
     p.add_argument("--slow_eval_seconds", type=float)
     p.add_argument("--term_after_restore", action="store_true")
+    p.add_argument("--term_before_init", action="store_true")
+    p.add_argument("--forbid_tensorflow", action="store_true")
     p.add_argument("--bug_at_step", type=int)
     p.add_argument("--slow_input_process", type=int)
     p.add_argument("--slow_input_seconds", type=float, default=0.0)
@@ -165,6 +205,10 @@ def main() -> None:
         bug_at(a.bug_at_step)
     if a.term_after_restore:
         term_after_restore()
+    if a.term_before_init:
+        term_before_init()
+    if a.forbid_tensorflow:
+        forbid_tensorflow()
     if a.slow_eval_seconds:
         slow_eval(a.slow_eval_seconds)
     if a.slow_input_process is not None and f"--process_id={a.slow_input_process}" in sys.argv[split + 1:]:

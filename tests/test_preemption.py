@@ -181,3 +181,16 @@ def test_a_sigterm_while_a_resumed_run_starts_saves_the_next_step(tiny_synthetic
     code, out, err = run_faulty(tiny_synthetic, w, "--config.num_train_steps=12", faults=["--term_after_restore"])
     assert code == 75 and "resumed from step 4 " in out, out[-2000:] + err[-3000:]
     assert "received a termination signal: saved step 5;" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_a_sigterm_before_jax_listens_is_kept_until_it_does(tiny_synthetic, tmp_path):
+    """The notice comes while the run starts, before jax.distributed.initialize arms JAX's notifier: it is held
+    (trainer/early_signals.py) and delivered after, so the run saves its first step and exits 75 instead of dying
+    of the signal with nothing saved."""
+    from test_workdir_faults import run_faulty
+
+    code, out, err = run_faulty(tiny_synthetic, tmp_path / "w", "--config.num_train_steps=12",
+                                faults=["--term_before_init"])
+    assert code == 75, (code, out[-2000:], err[-3000:])
+    assert "received a termination signal: saved step 1;" in out, out[-2000:]

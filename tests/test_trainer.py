@@ -133,3 +133,31 @@ def test_half_a_multi_process_layout_is_one_clear_error(tiny_synthetic, tmp_path
 def test_unwritable_workdir(tiny_synthetic):
     r = train(tiny_synthetic, "/proc/statm_savi_workdir")
     assert r.returncode == 1 and "is not writable" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def interval_run(tiny_synthetic, tmp_path_factory):
+    """The reference run's config on 4 devices, logged every 4 steps, with any import of TensorFlow refused and
+    reported (tests/faults.py --forbid_tensorflow)."""
+    from test_workdir_faults import run_faulty
+
+    w = tmp_path_factory.mktemp("interval") / "w"
+    code, out, err = run_faulty(tiny_synthetic, w, *REFERENCE_OVERRIDES, "--config.log_loss_every_steps=4",
+                                faults=["--forbid_tensorflow"], devices=4)
+    assert code == 0, err[-3000:]
+    return w, out, err
+
+
+def test_logged_training_metrics_are_means_over_the_logging_interval(interval_run, four_device_losses):
+    w, _, _ = interval_run
+    got = losses(w)
+    assert sorted(got) == [4, 8, 12]
+    for step, mean in got.items():  # the same run logged every step (1 x 4 devices, same stream)
+        window = np.array([four_device_losses[s] for s in range(step - 3, step + 1)], np.float32)
+        assert mean == pytest.approx(float(window.sum() / np.float32(4)), rel=1e-6), (step, mean, window)
+
+
+def test_a_training_run_never_imports_tensorflow_and_logs_clus_parameter_table(interval_run):
+    _, out, err = interval_run
+    assert "FORBIDDEN IMPORT" not in err, err[-3000:]
+    assert "| Name " in out and "| Mean " in out and "| Std " in out and "Total: 7,564" in out, out[:4000]

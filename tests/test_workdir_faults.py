@@ -26,13 +26,13 @@ STEPS = 6  # a save every 2 steps (the tiny config): steps 1, 2, 4, 6
 FAULTS = os.path.join(REPO, "tests", "faults.py")
 
 
-def start(data_dir, workdir, *overrides, faults=()):
+def start(data_dir, workdir, *overrides, faults=(), devices=1):
     """A trainer process that the test steers (tests/faults.py), its output in WORKDIR.out / .err."""
     os.makedirs(workdir, exist_ok=True)
     cmd = [sys.executable, FAULTS, *faults, "--", "--config", CONFIG, "--workdir", str(workdir),
            f"--config.data.data_dir={data_dir}", f"--config.compilation_cache_dir={COMPILATION_CACHE}",
            f"--config.num_train_steps={STEPS}", *overrides]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
            "PYTHONUNBUFFERED": "1"}
     out, err = open(f"{workdir}.out", "w"), open(f"{workdir}.err", "w")
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
@@ -51,8 +51,8 @@ def wait_for(path, proc, timeout=240):
         time.sleep(0.1)
 
 
-def run_faulty(data_dir, workdir, *overrides, faults=()):
-    return finish(start(data_dir, workdir, *overrides, faults=faults), workdir)
+def run_faulty(data_dir, workdir, *overrides, faults=(), devices=1):
+    return finish(start(data_dir, workdir, *overrides, faults=faults, devices=devices), workdir)
 
 
 def assert_equal_params(a, b, step=STEPS):

@@ -17,21 +17,26 @@ a cluster run on one machine.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import traceback
+from trainer import early_signals
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+if __name__ == "__main__":  # before the heavy imports below: a SIGTERM while they run is kept, not fatal
+    early_signals.hold()
 
-from cli.config_flags import check_config_overrides
-from configs.validate import ConfigError, expand_path, expand_paths, validate
-from trainer import checkpoint, evaluate, exits, goodput, lease, runtime, summary, train
-from trainer.events import EventLog
-from trainer.peers import start_peer_monitor
-from trainer.run import Preempted, TrainingDiverged
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cli.config_flags import check_config_overrides  # noqa: E402
+from configs.validate import ConfigError, expand_path, expand_paths, validate  # noqa: E402
+from trainer import checkpoint, evaluate, exits, goodput, lease, runtime, summary, train  # noqa: E402
+from trainer.events import EventLog  # noqa: E402
+from trainer.peers import start_peer_monitor  # noqa: E402
+from trainer.run import Preempted, TrainingDiverged  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory: checkpoints, metrics, TensorBoard, pictures.")
@@ -147,6 +152,8 @@ def main(argv) -> int:
     # Before any JAX computation: it also arms the SIGTERM notifier.
     runtime.initialize_distributed(runtime.Layout(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value),
                                    config.heartbeat_timeout_seconds)
+    if early_signals.deliver():
+        logging.warning("a SIGTERM came while the run started: it stops at its first step and saves")
     runtime.forward_sigusr1_to_sigterm()
     peers = start_peer_monitor(config.heartbeat_timeout_seconds)  # multi-process: a dead peer -> exit 76
     code = exits.INTERNAL_ERROR

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from clu import metrics as clu_metrics
 
 
 def adjusted_rand_index(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_true: int, num_pred: int,
@@ -90,23 +92,35 @@ def video_metrics(true_ids: jnp.ndarray, pred_ids: jnp.ndarray, num_slots: int, 
     }
 
 
+def _video_average(name: str, objects_only: bool):
+    """A clu average of one per-video metric over the real videos (mask), for mIoU those with objects."""
+    return clu_metrics.Average.from_fun(
+        lambda mask, has_objects, **per_video: {"values": per_video[name],
+                                                "mask": mask & has_objects if objects_only else mask})
+
+
+VideoMeans = clu_metrics.Collection.create(ari=_video_average("ari", False), fg_ari=_video_average("fg_ari", False),
+                                           miou=_video_average("miou", True),
+                                           miou_per_frame=_video_average("miou_per_frame", True))
+
+
 class MeanOverVideos:
-    """Accumulates per-video metrics over eval batches, skipping padded examples (mask False) and, for mIoU,
-    videos without objects. Host-side: feed it numpy arrays."""
+    """Means of per-video metrics over eval batches, accumulated as SAVi accumulates its Ari (clu.metrics
+    averages, merged batch by batch), skipping padded examples (mask False) and, for mIoU, videos without
+    objects. A mean over no video is 0."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self._merged = None
 
     def update(self, per_video: dict, mask) -> None:
-        import numpy as np
-
-        mask = np.asarray(mask, bool)
-        for name in ("ari", "fg_ari", "miou", "miou_per_frame"):
-            keep = mask & np.asarray(per_video["has_objects"], bool) if name.startswith("miou") else mask
-            self.sums[name] = self.sums.get(name, 0.0) + float(np.asarray(per_video[name], np.float64)[keep].sum())
-            self.counts[name] = self.counts.get(name, 0) + int(keep.sum())
+        one = VideoMeans.single_from_model_output(
+            mask=np.asarray(mask, bool), has_objects=np.asarray(per_video["has_objects"], bool),
+            **{k: np.asarray(per_video[k], np.float32) for k in ("ari", "fg_ari", "miou", "miou_per_frame")})
+        self._merged = one if self._merged is None else self._merged.merge(one)
 
     def result(self) -> dict[str, float]:
-        return {name: self.sums[name] / max(self.counts[name], 1) for name in self.sums} | {
-            "num_videos": self.counts.get("ari", 0)}
+        if self._merged is None:
+            return {"num_videos": 0}
+        averages = {name: getattr(self._merged, name) for name in ("ari", "fg_ari", "miou", "miou_per_frame")}
+        return {name: float(a.total) / max(int(a.count), 1) for name, a in averages.items()} | {
+            "num_videos": int(averages["ari"].count)}

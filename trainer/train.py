@@ -11,6 +11,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 
 from data.pipeline import datasets
 from model import build, decoder
@@ -19,6 +20,7 @@ from trainer import mesh as mesh_lib
 from trainer import state as state_lib
 from trainer.events import EventLog
 from trainer.exits import BadInput
+from trainer.interval import Interval
 from trainer.profiler import StepProfiler
 from trainer.run import Preempted, Run, TrainingDiverged, setup
 from trainer.watchdog import Watchdog
@@ -143,11 +145,19 @@ def evaluate_or_stop(run: Run, events: EventLog, eval_step, state, step: int, pr
     return result
 
 
-def log_train_metrics(run: Run, step: int, metrics: dict, progress: writers.Progress,
+def parameter_table(params) -> str:
+    """clu's per-parameter table (shape, size, mean, std), as SAVi logs it at the start. The params are
+    replicated: each one's first local shard is the whole array."""
+    from clu import parameter_overview
+
+    return parameter_overview.get_parameter_overview(
+        jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), params), include_stats=True)
+
+
+def log_train_metrics(run: Run, step: int, means: dict[str, float], progress: writers.Progress,
                       flop_share: float | None, skipped: int) -> None:
-    """Fetches the step's metrics and writes them."""
-    metrics = jax.device_get(metrics)
-    scalars = {k: float(v) for k, v in metrics.items() if k != "finite"} | progress.measure(step)
+    """Writes the interval's means (trainer/interval.py) and the progress measures."""
+    scalars = dict(means) | progress.measure(step)
     if run.telemetry is not None:  # every process its own: the slowest host's input bounds the step
         run.telemetry.write(telemetry.record(step, jax.process_index(), scalars["data_wait_share"],
                                              scalars["videos_per_sec"] / jax.process_count()))
@@ -191,6 +201,7 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
         events.phase("restore" if restored else "initialise", step=step)
         if run.is_primary:
             print(build.parameter_overview(state.params), flush=True)
+            print(parameter_table(state.params), flush=True)
             run.writer.write_hparams({"config": c.to_json()})
 
         # -------------------------------------------------------------------- Steps
@@ -209,6 +220,7 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
         first = step
         pending = None  # (step, finite flag) not read yet: read one step late, so the host does not wait on it
         progress = writers.Progress(c.num_train_steps, step, c.batch_size)
+        interval = Interval()  # the logged training metrics: means over each logging interval
         initial = None
         if step == 0 and c.eval_at_start:
             initial = evaluate_or_stop(run, events, eval_step, state, 0, progress, watchdog, train_it, meta, skipped)
@@ -234,8 +246,9 @@ def train_and_evaluate(config, workdir: str, events: EventLog | None = None,
             save_due = run.checkpoints.should_save(step)  # polled every step: the preemption sync needs it
             if log_due or eval_due or save_due:
                 skipped, pending = check_finite(run, *pending, skipped), None
+            interval.add(metrics)
             if log_due:
-                log_train_metrics(run, step, metrics, progress, flop_share, skipped)
+                log_train_metrics(run, step, interval.means(metrics), progress, flop_share, skipped)
             if save_due or eval_due or events.since_last() > 30:
                 events.phase("train", step=step)
             if save_due:
