@@ -26,4 +26,6 @@ def get_config():
     config.eval_every_steps = 100
     config.checkpoint_every_steps = 2
     config.eval_at_start = False
+    # Cache every compiled program, the quick ones too: tests restart these runs many times.
+    config.compilation_cache_min_seconds = 0.0
     return config
