@@ -227,7 +227,7 @@ def closest_known(original: dict[str, np.ndarray]) -> str:
         except TreeMismatch as e:
             scored.append((e.differences, name, str(e)))
     differences, name, text = min(scored)
-    return (f"the closest known config is configs/{name}, with {differences} differences: "
+    return (f"the closest known config is configs/{name}, with {differences} difference{'s' * (differences != 1)}: "
             + text.split("\n", 1)[-1].strip())
 
 

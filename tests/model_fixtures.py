@@ -61,3 +61,18 @@ def regen(shared: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def reference_agreement(params, arrays: dict, seed_config: dict) -> tuple[float, int]:
+    """Our model with `params` on a reference npz's inputs, at full float32 precision: (the share of decided
+    pixels whose segmentation equals the original's, how many pixels were decided)."""
+    from model import seed_import
+
+    video, boxes = arrays["inputs/video"], arrays["inputs/boxes"]
+    model = build.build_model(*build.from_original(seed_config))
+    with jax.default_matmul_precision("highest"):
+        got = jax.jit(model.apply)({"params": params}, video, boxes)
+    agree, decided, _, _ = seed_import.segmentation_agreement(
+        np.asarray(got["alphas"]), arrays["outputs/alphas"], np.asarray(got["segmentations"]),
+        arrays["outputs/segmentations"], boxes)
+    return agree, decided

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO, SHARED
-from model_fixtures import regen
+from model_fixtures import reference_agreement, regen
 from trainer_runs import final_params, losses
 
 from model import build, seed_import
@@ -43,11 +43,7 @@ def test_restored_weights_reproduce_the_originals_segmentations(converted):
     one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=one), shapes)
     params = checkpoint.restore_params(out, abstract)  # the trainer's init_from path
-    with jax.default_matmul_precision("highest"):
-        got = jax.jit(model.apply)({"params": params}, video, boxes)
-    agree, decided, _, _ = seed_import.segmentation_agreement(
-        np.asarray(got["alphas"]), arrays["outputs/alphas"], np.asarray(got["segmentations"]),
-        arrays["outputs/segmentations"], boxes)
+    agree, decided = reference_agreement(params, arrays, meta["seed_config"])
     assert agree == 1.0 and decided > 0.9 * arrays["outputs/segmentations"].size, (agree, decided)
 
 

@@ -13,9 +13,10 @@ import jax
 import numpy as np
 import pytest
 from conftest import REPO, SHARED
+from model_fixtures import reference_agreement
 
 from configs import statm_savi_pp
-from model import build, seed_import
+from model import seed_import
 from trainer import checkpoint
 from trainer.exits import BadInput
 
@@ -96,13 +97,7 @@ def test_both_environments_convert_to_the_same_parameters_that_reproduce_the_ori
     a, b = restored(original["tmp"] / "out1"), restored(original["tmp"] / "out2")
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
     arrays = original["arrays"]
-    video, boxes = arrays["inputs/video"], arrays["inputs/boxes"]
-    model = build.build_model(*build.from_original(original["meta"]["seed_config"]))
-    with jax.default_matmul_precision("highest"):
-        got = jax.jit(model.apply)({"params": a}, video, boxes)
-    agree, decided, _, _ = seed_import.segmentation_agreement(
-        np.asarray(got["alphas"]), arrays["outputs/alphas"], np.asarray(got["segmentations"]),
-        arrays["outputs/segmentations"], boxes)
+    agree, decided = reference_agreement(a, arrays, original["meta"]["seed_config"])
     assert agree == 1.0 and decided > 0.9 * arrays["outputs/segmentations"].size, (agree, decided)
     origin = json.loads((original["tmp"] / "out1" / "model_config.json").read_text())["origin"]
     assert origin["checkpoint"] == str(original["env1"] / "ckpt-3.flax") and origin["step"] == 3000
@@ -151,6 +146,13 @@ def test_each_bad_input_is_one_message_that_names_the_file_and_the_fix(original,
     assert f"{env1 / 'ckpt-3.flax'}: parameter tree does not match the architecture of {small}" in err
     assert "missing (" in err and "unexpected (" in err
     assert "they match configs/statm_savi_pp.py:movi_a: pass --config configs/statm_savi_pp.py:movi_a" in err
+    params = seed_import.flatten(restored(original["tmp"] / "out2"))
+    lost = sorted(p for p in params if p.startswith("Recurrence/"))[0]  # a tree of no known config: one short
+    short = {p.removeprefix("Recurrence/"): np.asarray(v) for p, v in params.items() if p != lost}
+    (tmp_path / "short.flax").write_bytes(clu_state(short, 7, environment=2))
+    err = one_message(["--checkpoint", tmp_path / "short.flax", "--config", OURS, "--out", out], capsys)
+    assert "the closest known config is configs/statm_savi_pp.py:movi_a, with 1 difference: missing (1): " \
+           f"{lost}" in err, err
 
 
 def test_weights_converted_for_another_model_say_which_keys_differ(converted, original):

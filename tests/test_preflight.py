@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import COMPILATION_CACHE, REPO
 
 from launch.preflight import measures
 from launch.preflight.verdict import read
@@ -18,7 +18,8 @@ CONFIG = os.path.join(REPO, "configs", "tiny.py")
 def preflight(data_dir, workdir, *options, env=None):
     cmd = [sys.executable, "-m", "launch.preflight", "--launcher", "local", "--num_processes", "2",
            "--devices_per_process", "2", "--input_seconds", "2", *options, "--", "--config", CONFIG,
-           "--workdir", str(workdir), f"--config.data.data_dir={data_dir}"]
+           "--workdir", str(workdir), f"--config.data.data_dir={data_dir}",
+           f"--config.compilation_cache_dir={COMPILATION_CACHE}"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
     (verdict,) = (workdir / "preflight").glob("*/verdict.json")
     return r, {row.check: row for row in read(str(verdict))}
