@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, SHARED
+from conftest import COMPILATION_CACHE, REPO, SHARED
 from model_fixtures import reference_agreement, regen
 from trainer_runs import final_params, losses
 
@@ -54,7 +54,7 @@ def test_mode_eval_evaluates_converted_weights_and_prints_the_protocol(converted
     cmd = [sys.executable, "-m", "trainer.main", "--mode", "eval", "--config",
            os.path.join(REPO, "configs", "statm_savi.py") + ":movi_a", f"--config.data.data_dir={converted_sample}",
            f"--config.init_from={out}", "--workdir", str(tmp_path / "eval"), "--config.eval_batch_size=2",
-           "--config.compilation_cache=False"]
+           f"--config.compilation_cache_dir={COMPILATION_CACHE}"]
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"evaluating the parameters of init_from={out}" in r.stdout
@@ -78,8 +78,9 @@ def test_fine_tuning_starts_from_converted_weights(converted, converted_sample, 
     cmd = [sys.executable, "-m", "trainer.main", "--config", os.path.join(REPO, "configs", "statm_savi.py") + ":movi_a",
            f"--config.data.data_dir={converted_sample}", f"--config.init_from={out}", "--workdir", str(w),
            "--config.batch_size=1", "--config.num_train_steps=2", "--config.checkpoint_every_steps=2",
-           "--config.log_loss_every_steps=1", "--config.eval_every_steps=1000", "--config.compilation_cache=False",
-           "--config.eval_batch_size=1"]
+           "--config.log_loss_every_steps=1", "--config.eval_every_steps=1000",
+           f"--config.compilation_cache_dir={COMPILATION_CACHE}",
+           "--config.eval_batch_size=2"]  # as the --mode eval test: its evaluation is compiled once
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     got = losses(w)
