@@ -4,7 +4,7 @@ The original saves with clu's `checkpoint.MultihostCheckpoint` (clu 0.0.7 and la
 `ckpt-N.flax`, the msgpack (flax.serialization) of the whole train state {step, optimizer: {target, state},
 variables, rng}, beside TensorFlow's `ckpt-N.index` and `ckpt-N.data-*`, which hold only clu's bookkeeping. N
 counts saves, not steps: the step is the `step` stored in the state. `find` picks one file, `read` its step and
-its flat parameter tree; every path that is not such a checkpoint raises NotACheckpoint naming what it is.
+its parameter tree; every path that is not such a checkpoint raises NotACheckpoint naming what it is.
 """
 
 from __future__ import annotations
@@ -28,17 +28,7 @@ class NotACheckpoint(ValueError):
 class Original:
     file: str  # the ckpt-N.flax read
     step: int | None  # the training step stored in it (None: a bare parameter file)
-    params: dict[str, np.ndarray]  # flat, "/"-joined paths, as the original names them
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = np.asarray(v)
-    return out
+    params: dict  # the nested parameter tree, as the original names its modules
 
 
 def _numbered(directory: str) -> list[str]:
@@ -103,7 +93,7 @@ def _parameter_tree(state: Any) -> dict | None:
 
 
 def read(file: str) -> Original:
-    """One state file: its stored step and flat parameter tree."""
+    """One state file: its stored step and parameter tree."""
     from flax import serialization
 
     with open(file, "rb") as f:
@@ -121,7 +111,7 @@ def read(file: str) -> Original:
         raise NotACheckpoint(f"--checkpoint {file}: no parameter tree (FrameEncoder_0/...) under optimizer/target, "
                              f"params or the root (top-level keys: {keys}); is it the original's train state?")
     step = state.get("step") if isinstance(state, dict) else None
-    return Original(file, None if step is None else int(np.asarray(step)), _flatten(tree))
+    return Original(file, None if step is None else int(np.asarray(step)), tree)
 
 
 def load(path: str, step: int | None = None) -> Original:

@@ -237,19 +237,19 @@ def convert(checkpoint: str, target: Target, out_dir: str, step: int | None = No
     import orbax.checkpoint as ocp
 
     if checkpoint.endswith(".npz"):
-        original = clu_checkpoint.Original(os.path.abspath(checkpoint), None, load_reference(checkpoint)[2])
+        file, stored_step, flat = os.path.abspath(checkpoint), None, load_reference(checkpoint)[2]
     else:
         original = clu_checkpoint.load(checkpoint, step)
-    log(f"reading {original.file} " + ("(no step stored)" if original.step is None else
-                                       f"(the original's step {original.step})"))
+        file, stored_step, flat = original.file, original.step, flatten(original.params)
+    log(f"reading {file} " + ("(no step stored)" if stored_step is None else f"(the original's step {stored_step})"))
     try:
-        params = convert_tree(original.params, _expected(target), target.source)
+        params = convert_tree(flat, _expected(target), target.source)
     except TreeMismatch as e:
-        raise TreeMismatch(f"{original.file}: {e}\n  {closest_known(original.params)}") from None
+        raise TreeMismatch(f"{file}: {e}\n  {closest_known(flat)}") from None
     out_dir = os.path.abspath(out_dir)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(out_dir, "params"), params)
-    origin = {"checkpoint": os.path.abspath(original.file), "step": original.step, "config": target.source,
+    origin = {"checkpoint": os.path.abspath(file), "step": stored_step, "config": target.source,
               "converted": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     with open(os.path.join(out_dir, "model_config.json"), "w") as f:
         json.dump({"model": target.model.to_dict(), "num_slots": target.num_slots,

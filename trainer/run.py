@@ -7,7 +7,6 @@ opened or anything compiled), the workdir, the data, then the model and its abst
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import socket
 
@@ -70,13 +69,12 @@ def hold_workdir(config: ml_collections.ConfigDict, workdir: str, is_primary: bo
     if is_primary:
         try:
             lease = Lease(workdir, config.lease_timeout_seconds).acquire(config.lease_wait_seconds)
-            outcome = json.dumps({"tag": lease.token[:12]})
+            outcome = {"tag": lease.token[:12]}
         except LeaseHeld as e:
-            outcome = json.dumps({"refused": str(e)})
+            outcome = {"refused": str(e)}
         runtime.share_from_primary("workdir_lease", outcome)
     else:
         outcome = runtime.share_from_primary("workdir_lease", None, config.lease_wait_seconds + 120)
-    outcome = json.loads(outcome)
     if "refused" in outcome:
         raise LeaseHeld(outcome["refused"])
     return lease, outcome["tag"]

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+from typing import Any
 
 import jax
 
@@ -169,9 +170,10 @@ def all_processes_reach(name: str, timeout_seconds: int) -> None:
                                  f"({exits.one_line(e, 200)})") from None
 
 
-def share_from_primary(name: str, value: str | None, timeout_seconds: float = 300) -> str:
-    """Process 0 publishes `value` on the coordination service's key-value store; every other process waits up
-    to `timeout_seconds` for it and returns it (BarrierTimeout when it does not come). One process: `value`."""
+def share_from_primary(name: str, value: Any, timeout_seconds: float = 300) -> Any:
+    """Process 0 publishes `value` (anything JSON holds) on the coordination service's key-value store; every
+    other process waits up to `timeout_seconds` for it and returns it (BarrierTimeout when it does not come).
+    One process: `value`."""
     if jax.process_count() == 1:
         return value
     from jax._src import distributed
