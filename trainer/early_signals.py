@@ -1,6 +1,7 @@
 """A SIGTERM that comes before JAX listens for it is kept, and delivered once JAX does.
 
-JAX's preemption notifier takes SIGTERM over when `jax.distributed.initialize()` runs (trainer/runtime.py);
+JAX's preemption notifier takes SIGTERM over when `jax.distributed.initialize()` runs (trainer/runtime.py; XLA's
+tsl/distributed_runtime/preemption/preemption_notifier.cc installs its own handler, replacing any Python one);
 until then a SIGTERM (a scheduler's time-limit warning, a preemption of a job that is just starting) would end
 the process before it saves anything, with no exit code of ours. `hold()`, called first thing by
 `python -m trainer.main`, notes such a signal; `deliver()`, right after the initialisation, sends it again to
