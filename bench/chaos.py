@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from launch.local import child_env
 from trainer import exits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ def command(data_dir: str, workdir: str, overrides: list[str], config: str = CON
 
 
 def environment(devices: int = 1) -> dict:
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return child_env(devices)
 
 
 def newest_logged_step(workdir: str) -> int:

@@ -5,6 +5,7 @@ import shutil
 import sys
 import tempfile
 
+import jax
 import pytest
 from absl import flags
 
@@ -16,6 +17,18 @@ SHARED = os.environ.get("STATM_SHARED_DIR", os.path.join(os.path.dirname(REPO), 
 MOVI_SAMPLE = os.path.join(SHARED, "movi_sample")
 REFERENCE_EVAL = os.path.join(MOVI_SAMPLE, "savi_reference_eval_k10.npz")
 sys.path.insert(0, REPO)
+
+# This process's XLA CPU client reads XLA_FLAGS once, when it starts, here: the in-process tests (the model's
+# numerics against the original's) compile at XLA's default level, as the model ships. The child processes
+# (every trainer, launcher and Slurm job of the tests) compile at LLVM's level 0 instead: they test the trainer's
+# behaviour by comparing runs with runs under the same flags, and their time is mostly compiling. Level 0 rounds
+# differently (in the last bits), so a child's numbers are compared with another child's, or within a tolerance.
+# pytest-xdist's workers inherit the controller's environment, the children's flag included: drop it first.
+CHILD_XLA_FLAGS = "--xla_backend_optimization_level=0"
+_OWN_XLA_FLAGS = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != CHILD_XLA_FLAGS]
+os.environ["XLA_FLAGS"] = " ".join(_OWN_XLA_FLAGS)
+jax.devices()
+os.environ["XLA_FLAGS"] = " ".join([*_OWN_XLA_FLAGS, CHILD_XLA_FLAGS])
 # One persistent compilation cache for every training subprocess of the session: most runs share the tiny
 # config, so only the first one compiles (each test's workdir would otherwise start cold). pytest-xdist's
 # workers inherit the controller's environment, so they share the controller's cache too.

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import real_slurm
-from conftest import COMPILATION_CACHE, REPO
+from conftest import CHILD_XLA_FLAGS, COMPILATION_CACHE, REPO
 from fake_slurm import executable
 from trainer_runs import losses
 
@@ -38,7 +38,7 @@ def slurm(tmp_path_factory):
 
 def job_env(run_dir, data_dir, **extra):
     return {"REPO": REPO, "PYTHON": sys.executable, "CONFIG": TINY, "DATA_DIR": str(data_dir), "RUN_DIR": str(run_dir),
-            "CACHE_DIR": COMPILATION_CACHE, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **extra}
+            "CACHE_DIR": COMPILATION_CACHE, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": CHILD_XLA_FLAGS, **extra}
 
 
 def submit_train(slurm, run_dir, data_dir, *sbatch_args, trainer=(), **env):

@@ -18,6 +18,7 @@ import pytest
 from conftest import COMPILATION_CACHE, REPO
 from trainer_runs import CONFIG, final_params, state_data_files, train
 
+from launch.local import child_env
 from trainer import exits, goodput
 from trainer.checkpoint import Checkpoints
 from trainer.lease import FILENAME as LEASE
@@ -32,8 +33,7 @@ def start(data_dir, workdir, *overrides, faults=(), devices=1):
     cmd = [sys.executable, FAULTS, *faults, "--", "--config", CONFIG, "--workdir", str(workdir),
            f"--config.data.data_dir={data_dir}", f"--config.compilation_cache_dir={COMPILATION_CACHE}",
            f"--config.num_train_steps={STEPS}", *overrides]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "PYTHONUNBUFFERED": "1"}
+    env = child_env(devices)
     out, err = open(f"{workdir}.out", "w"), open(f"{workdir}.err", "w")
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
 

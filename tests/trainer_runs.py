@@ -9,13 +9,15 @@ import sys
 import orbax.checkpoint as ocp
 from conftest import COMPILATION_CACHE, REPO
 
+from launch.local import child_env
+
 CONFIG = os.path.join(REPO, "configs", "tiny.py")
 
 
 def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=True):
     """`python -m trainer.main` on the tiny config; with `shared_cache`, the session's compilation cache instead
     of the default WORKDIR/compilation_cache."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    env = child_env(devices)
     cache = [f"--config.compilation_cache_dir={COMPILATION_CACHE}"] if shared_cache else []
     return subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(workdir),
                            "--mode", mode, f"--config.data.data_dir={data_dir}", *cache, *overrides],
