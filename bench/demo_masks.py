@@ -58,11 +58,13 @@ def per_object(true_ids: np.ndarray, pred_ids: np.ndarray, valid: np.ndarray, nu
 
 def background_alpha(alphas: np.ndarray, true_ids: np.ndarray, valid: np.ndarray, background: np.ndarray) -> dict:
     """(T, S, H, W) alphas of one video, (S,) True for slot 0 and its copies (model.slots.background_copies) ->
-    the mean alpha they hold on the true background, and what an even split over the S slots gives them."""
-    floor = (true_ids == 0) & valid
-    held = alphas[:, background].sum(axis=1)
-    return {"background_alpha": float(held[floor].mean()) if floor.any() else None,
-            "even_split": float(background.sum() / len(background))}
+    the mean alpha they hold on the true background, and what an even split over the S slots gives them
+    (trainer.metrics.floor_alpha, which the end-of-run report prints)."""
+    from trainer.metrics import floor_alpha
+
+    r = floor_alpha(alphas[None], true_ids[None], background[None], valid[None])
+    return {"background_alpha": float(r["floor_alpha"][0]) if r["has_floor"][0] else None,
+            "even_split": float(r["floor_even_split"][0])}
 
 
 def analyse(config, workdir: str) -> dict:

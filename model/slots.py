@@ -32,11 +32,13 @@ class CoordinateEncoderStateInit(nn.Module):
         return MLP(self.hidden_size, self.slot_size, dtype=self.dtype, name="MLP_0")(coords)
 
 
-def background_copies(boxes: np.ndarray) -> np.ndarray:
-    """(..., T, K, 4) boxes -> (..., K + 1) bool on the host: slot 0 and every slot whose object has the zero
-    first-frame box. CoordinateEncoderStateInit gives those slots slot 0's input, so they are exact copies of it."""
-    padded = np.all(np.asarray(boxes)[..., 0, :, :] == 0, axis=-1)
-    return np.concatenate([np.ones_like(padded[..., :1]), padded], axis=-1)
+def background_copies(boxes: np.ndarray | jnp.ndarray) -> np.ndarray | jnp.ndarray:
+    """(..., T, K, 4) boxes -> (..., K + 1) bool: slot 0 and every slot whose object has the zero first-frame box.
+    CoordinateEncoderStateInit gives those slots slot 0's input, so they are exact copies of it. NumPy boxes give
+    a NumPy array; JAX ones (traced too) a JAX array."""
+    xp = np if isinstance(boxes, np.ndarray) else jnp
+    padded = xp.all(boxes[..., 0, :, :] == 0, axis=-1)
+    return xp.concatenate([xp.ones_like(padded[..., :1]), padded], axis=-1)
 
 
 class LearnedStateInit(nn.Module):

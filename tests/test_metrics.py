@@ -105,3 +105,25 @@ def test_the_two_miou_definitions_differ_where_frames_differ():
     m = metrics.video_metrics(true, pred, 3, 2)
     assert float(m["miou"][0]) == pytest.approx((4 / 7 + 1) / 2)
     assert float(m["miou_per_frame"][0]) == pytest.approx((0.7 + 1) / 2)
+
+
+def test_the_floor_measure_averages_over_real_videos_with_a_floor():
+    true = np.zeros((3, 1, 1, 2), np.int64)
+    true[1] = 1  # the second video has no floor pixel
+    alphas = np.zeros((3, 1, 3, 1, 2))
+    alphas[:, 0, :, 0, 0] = (0.7, 0.2, 0.1)
+    alphas[:, 0, :, 0, 1] = (0.1, 0.1, 0.8)  # padding in the first video (below): left out
+    background = np.array([[True, False, False]] * 3)
+    valid = np.ones_like(true, bool)
+    valid[0, ..., 1] = False
+    per_video = {**metrics.video_metrics(true, true, 3, 2, valid),
+                 **metrics.floor_alpha(alphas, true, background, valid)}
+    np.testing.assert_allclose(per_video["floor_alpha"], [0.7, 0.0, 0.4], rtol=1e-6)
+    np.testing.assert_array_equal(per_video["has_floor"], [True, False, True])
+    acc = metrics.MeanOverVideos()
+    acc.update(per_video, mask=[True, True, False])  # the third is eval padding
+    result = acc.result()
+    assert result["floor_alpha"] == pytest.approx(0.7) and result["floor_even_split"] == pytest.approx(1 / 3)
+    plain = metrics.MeanOverVideos()
+    plain.update(metrics.video_metrics(true, true, 3, 2, valid), mask=[True, True, True])
+    assert "floor_alpha" not in plain.result()  # learned slots: no background slot, no floor measure

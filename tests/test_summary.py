@@ -17,3 +17,16 @@ def test_the_report_gives_every_margin_and_the_picture_to_open_first(tmp_path):
     assert lines[3].startswith("  untrained model (step 0)")
     assert lines[4].split()[-3:] == ["+24.00", "-37.00", "+4.00"]
     assert lines[5].startswith(f"open first: {tmp_path / 'pictures' / 'step0003000_video0.png'}")
+
+
+def test_the_report_says_whether_the_background_slot_owns_the_floor(tmp_path):
+    base = {"fg_ari": 0.6, "ari": 0.5, "miou": 0.3, "num_videos": 32}
+    # the three states of BENCHMARKS.md's demo runs: 0.827, 0.679 and 0.479 against an even split of 0.458
+    for alpha, said in ((0.827, "the background slot owns the floor"),
+                        (0.679, "the background slot holds part of the floor"),
+                        (0.479, "nobody owns the floor")):
+        text = summary.report({"step": 8, "final": {**base, "floor_alpha": alpha, "floor_even_split": 0.458}},
+                              str(tmp_path))
+        line = next(x for x in text.splitlines() if x.startswith("  the floor's alpha"))
+        assert f"{alpha:.3f} (an even split over the slots: 0.458): {said}" in line
+    assert "the floor's alpha" not in summary.report({"step": 8, "final": base}, str(tmp_path))  # learned slots

@@ -116,3 +116,25 @@ def test_style_changes_only_what_it_names():
     assert travel(speed=1.3, friction=0.5) > 1.5 * travel()
     with pytest.raises(ValueError, match="floor_jitter"):
         scenes.Style(floor_jitter=1.0)
+
+
+def test_the_floors_tint_and_ramp_change_the_floor_only():
+    """--floor_tint colours the floor per video, --floor_gradient ramps its brightness across it; both are drawn
+    after the rest of the scene, so objects, ids and motion stay as they are."""
+    def video(i, **style):
+        return dataset.generate_video(5, "train", i, resolution=48, num_frames=4, supersample=1,
+                                      style=scenes.Style(shadow_light=1.0, **style))
+    for i in range(3):
+        base, tinted, ramped = video(i), video(i, floor_tint=0.4), video(i, floor_gradient=0.4)
+        floor, objects = base["segmentations"] == 0, base["segmentations"] > 0
+        for v in (tinted, ramped):
+            np.testing.assert_array_equal(v["segmentations"], base["segmentations"])
+            np.testing.assert_array_equal(v["video"][objects], base["video"][objects])
+        ratio = tinted["video"][floor].astype(float) / np.maximum(base["video"][floor], 1)
+        assert np.ptp(np.median(ratio, axis=0)) > 0.02  # the channels scaled apart: a coloured floor ...
+        assert np.allclose(np.median(ratio, axis=0), ratio.mean(axis=0), atol=0.05)  # ... the same everywhere
+        gain = (ramped["video"][floor].astype(float) / np.maximum(base["video"][floor], 1)).mean(axis=-1)
+        assert np.ptp(gain) > 0.2  # brighter on one side than on the other
+    for name in ("floor_tint", "floor_gradient"):
+        with pytest.raises(ValueError, match=name):
+            scenes.Style(**{name: 1.0})

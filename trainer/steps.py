@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from data.batch import Schema
+from model import slots
 from trainer import metrics
 from trainer.state import TrainState
 
@@ -75,16 +76,20 @@ def train_step(state: TrainState, batch: dict, *, model, optimizer: optax.Gradie
 
 
 def eval_step(params: Any, batch: dict, *, model, num_slots: int, max_instances: int,
-              slice_size: int = 0) -> dict:
-    """Forward over all frames in one scan; per-video metrics and the predictions for pictures."""
+              slice_size: int = 0, floor: bool = False) -> dict:
+    """Forward over all frames in one scan; per-video metrics and the predictions for pictures. With `floor`
+    (conditioned slots: slot 0 is the background's), the floor measures of metrics.floor_alpha too."""
     out = model.apply({"params": params}, batch["video"], batch["boxes"], slice_size=slice_size)
-    pred = out["segmentations"][..., 0]
+    pred, alphas = out["segmentations"][..., 0], out["alphas"][..., 0]
     per_video = metrics.video_metrics(batch["segmentations"], pred, num_slots, max_instances, batch["padding_mask"])
-    return {**per_video, "pred_segmentations": pred, "alphas": out["alphas"][..., 0],
+    if floor:
+        per_video.update(metrics.floor_alpha(alphas, batch["segmentations"], slots.background_copies(batch["boxes"]),
+                                             batch["padding_mask"]))
+    return {**per_video, "pred_segmentations": pred, "alphas": alphas,
             **{f"pred_{k}": out[k] for k in ("flow", "depth", "video") if k in out}}
 
 
-def jit_eval_step(model, num_slots, max_instances, slice_size, params_sharding, batch_sharding):
+def jit_eval_step(model, num_slots, max_instances, slice_size, params_sharding, batch_sharding, floor=False):
     fn = functools.partial(eval_step, model=model, num_slots=num_slots, max_instances=max_instances,
-                           slice_size=slice_size)
+                           slice_size=slice_size, floor=floor)
     return jax.jit(fn, in_shardings=(params_sharding, batch_sharding))

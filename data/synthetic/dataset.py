@@ -7,8 +7,8 @@ Each video: 3-10 shaded objects (see data/synthetic/scene.py) rendered at `super
 reduced as MOVi is (video: block mean; segmentation, depth, flow: nearest pick), with backward flow from the
 rigid motion, depth as camera distance, visible objects only, ordered by visibility, boxes at render
 resolution with NOTRACK where an object is not visible. Deterministic in (seed, split, index, style).
-The style flags (--size_scale, --speed, --friction, --shadow_light, --floor_jitter; scene.Style) default to
-MOVi-A's look; the demo's are in the Makefile (DEMO_SYNTH_ARGS).
+The style flags (--size_scale, --speed, --friction, --shadow_light, --floor_jitter, --floor_tint, --floor_gradient;
+scene.Style) default to MOVi-A's look; the demo's are in the Makefile (DEMO_SYNTH_ARGS).
 """
 
 from __future__ import annotations
@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="share of the direct light in shadows (1: no shadows)")
     style.add_argument("--floor_jitter", type=float, default=scenes.Style.floor_jitter,
                        help="the floor's gray level varies per video by this fraction")
+    style.add_argument("--floor_tint", type=float, default=scenes.Style.floor_tint,
+                       help="then each colour channel of the floor varies per video by this fraction")
+    style.add_argument("--floor_gradient", type=float, default=scenes.Style.floor_gradient,
+                       help="the floor's brightness ramps by +- this fraction across it, in a direction per video")
     p.add_argument("--supersample", type=int, default=2, help="render at this multiple, then reduce as MOVi")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         generate(a.out_dir, a.num_train, a.num_validation, a.resolution, a.num_frames, a.min_objects,
                  a.max_objects, a.seed, a.supersample, a.num_workers, a.skip_existing,
                  style=scenes.Style(size_scale=a.size_scale, speed=a.speed, friction=a.friction,
-                                    shadow_light=a.shadow_light, floor_jitter=a.floor_jitter))
+                                    shadow_light=a.shadow_light, floor_jitter=a.floor_jitter,
+                                    floor_tint=a.floor_tint, floor_gradient=a.floor_gradient))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

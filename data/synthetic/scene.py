@@ -22,6 +22,7 @@ COLOURS = np.array([  # CLEVR / MOVi-A palette: blue brown cyan gray green purpl
 FLOOR_RGB = np.array([0.62, 0.62, 0.60])
 SKY_RGB = np.array([0.78, 0.80, 0.83])
 FOV = 0.857556  # MOVi camera field of view (radians)
+PLACE_EXTENT = 3.2  # objects start at |x|, |y| <= this (world units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,13 +33,16 @@ class Style:
     friction: float = 1.2  # sliding friction coefficient: how soon objects stop
     shadow_light: float = 0.25  # the share of the direct light that reaches a point in shadow
     floor_jitter: float = 0.0  # the floor's gray level is scaled by U(1 - j, 1 + j), drawn per video
+    floor_tint: float = 0.0  # then each of its channels by its own U(1 - t, 1 + t), drawn per video: a coloured floor
+    floor_gradient: float = 0.0  # its brightness ramps by +-g across the objects' area, in a direction drawn per video
 
     def __post_init__(self):
         for name in ("size_scale", "speed", "friction", "shadow_light"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"style {name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.floor_jitter < 1:
-            raise ValueError(f"style floor_jitter must be in [0, 1), got {self.floor_jitter}")
+        for name in ("floor_jitter", "floor_tint", "floor_gradient"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"style {name} must be in [0, 1), got {getattr(self, name)}")
         if self.shadow_light > 1:
             raise ValueError(f"style shadow_light must be in [0, 1], got {self.shadow_light}")
 
@@ -58,6 +62,7 @@ class Scene:
     cam_rot: np.ndarray  # (3, 3) rows: right, up, forward
     light: np.ndarray  # (3,) unit vector towards the light
     floor: np.ndarray = dataclasses.field(default_factory=lambda: FLOOR_RGB)  # (3,) the floor's colour
+    floor_ramp: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))  # (2,) brightness per unit (x, y)
     shadow_light: float = Style.shadow_light
 
 
@@ -69,7 +74,7 @@ def sample_scene(rng: np.random.Generator, num_objects: int, num_frames: int, fp
     colour = COLOURS[rng.integers(0, len(COLOURS), n)]
     metal = rng.random(n) < 0.5
     radius = np.where(shape == 0, size * 1.25, size)  # collision disc; a cube's is between in- and circumradius
-    xy = _place(rng, radius, extent=3.2)
+    xy = _place(rng, radius, extent=PLACE_EXTENT)
     height = np.where(rng.random(n) < 0.4, rng.uniform(0.5, 2.5, n), 0.0)  # some are dropped
     vel = np.concatenate([rng.normal(0.0, 1.4, (n, 2)) - 0.25 * xy, np.zeros((n, 1))], axis=1) * style.speed
     ang_vel = rng.normal(0.0, 1.5, n) * (shape != 2)
@@ -82,8 +87,14 @@ def sample_scene(rng: np.random.Generator, num_objects: int, num_frames: int, fp
     # Drawn last, and only when asked for, so that the rest of a scene does not depend on it.
     j = style.floor_jitter
     floor = FLOOR_RGB * rng.uniform(1 - j, 1 + j) if j else FLOOR_RGB
+    if style.floor_tint:
+        floor = np.clip(floor * rng.uniform(1 - style.floor_tint, 1 + style.floor_tint, 3), 0.0, 1.0)
+    ramp = np.zeros(2)
+    if style.floor_gradient:  # +-g at the edge of the area the objects start in (|x|, |y| <= PLACE_EXTENT)
+        a = rng.uniform(0, 2 * np.pi)
+        ramp = style.floor_gradient / PLACE_EXTENT * np.array([np.cos(a), np.sin(a)])
     return Scene(shape, size, colour, metal, pos, angle, cam_pos, _look_at(cam_pos, target),
-                 light / np.linalg.norm(light), floor, style.shadow_light)
+                 light / np.linalg.norm(light), floor, ramp, style.shadow_light)
 
 
 def _place(rng, radius, extent):
@@ -262,7 +273,10 @@ def render_frame(scene: Scene, t: int, dirs: np.ndarray):
         d_k, _ = _hit(scene, t, k, lit_points, np.broadcast_to(scene.light, (m, 3)))
         shadow |= np.isfinite(d_k) & (ids != k + 1)
     lambert = np.clip(normals @ scene.light, 0, 1) * np.where(shadow, scene.shadow_light, 1.0)
-    base = np.where(ids[:, None] > 0, scene.colour[np.maximum(ids - 1, 0)], scene.floor)
+    limit = 1.5 * PLACE_EXTENT * np.linalg.norm(scene.floor_ramp)  # the ramp levels off towards the horizon
+    ramp = 1.0 + np.clip(points[:, :2] @ scene.floor_ramp, -limit, limit)
+    floor = np.clip(scene.floor * ramp[:, None], 0.0, 1.0)
+    base = np.where(ids[:, None] > 0, scene.colour[np.maximum(ids - 1, 0)], floor)
     colour = base * (0.35 + 0.65 * lambert[:, None])
     refl = dirs - 2 * np.sum(dirs * normals, axis=1, keepdims=True) * normals
     spec = np.clip(refl @ scene.light, 0, 1) ** 40 * (~shadow)
