@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 DEMO_DATA ?= $(CURDIR)/demo_data
 DEMO_WORKDIR ?= $(CURDIR)/workdirs/demo
 # MOVi-A-like videos at 64x64 (the demo model resizes them to 32x32), 24 frames: about a minute on 2 cores.
-# 2-5 larger, sliding objects on a floor whose gray level varies per video (why: configs/demo.py).
-DEMO_SYNTH_ARGS ?= --num_train 256 --num_validation 32 --resolution 64 --min_objects 2 --max_objects 5 --size_scale 1.5 --speed 1.3 --friction 0.5 --shadow_light 0.6 --floor_jitter 0.4
+# 2-5 larger, sliding objects on a floor whose gray level and tint vary per video (why: configs/demo.py).
+DEMO_SYNTH_ARGS ?= --num_train 256 --num_validation 32 --resolution 64 --min_objects 2 --max_objects 5 --size_scale 1.5 --speed 1.3 --friction 0.5 --shadow_light 0.6 --floor_jitter 0.4 --floor_tint 0.4
 
 .PHONY: install install-cuda demo test lint bench bench-tf clean
 

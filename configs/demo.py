@@ -4,16 +4,18 @@
     # which runs:
     python -m data.synthetic --out_dir demo_data --num_train 256 --num_validation 32 --resolution 64 \
         --min_objects 2 --max_objects 5 --size_scale 1.5 --speed 1.3 --friction 0.5 --shadow_light 0.6 \
-        --floor_jitter 0.4 --skip_existing
+        --floor_jitter 0.4 --floor_tint 0.4 --skip_existing
     python -m trainer.main --config configs/demo.py --config.data.data_dir=$PWD/demo_data --workdir workdirs/demo
 
 Same code paths as the real configs: the small architecture at 32x32 with narrower layers, K=5 (6 slots),
 evaluation on all 24 frames, the original's loss and optimiser with a short warmup. These choices get it
 learning within the CPU budget (BENCHMARKS.md, "Demo"):
-- the data: 2-5 objects at 1.5x MOVi-A's sizes that keep sliding, and a floor whose gray level varies per
-  video. On MOVi-A's one flat floor any slot's decoder paints the floor equally well, so object slots took
-  81-95 % of it and lost mIoU to static boxes; with a per-video level the background slot takes the floor on
-  three seeds of five (on the others no slot owns it, and mIoU ties or loses);
+- the data: 2-5 objects at 1.5x MOVi-A's sizes that keep sliding, and a floor whose gray level and tint vary
+  per video. Any slot whose vector carries the floor's colour paints the floor as well as the background slot
+  does, and then nothing in the loss makes the background slot own it. On MOVi-A's one flat floor object slots
+  took 81-95 % of it and lost mIoU to static boxes; with a per-video gray level the background slot owned the
+  floor on three seeds of five, with a per-video tint as well on four of five (BENCHMARKS.md, "Demo": the
+  seeds, and the floors that learned too slowly);
 - the decoder reconstructs the RGB frames: flow targets carry no appearance, so a slot must track its object
   across frames before the flow loss rewards binding, which takes far longer than minutes;
 - readout_bias_init="target_mean": the output starts at the mean frame instead of 0 (with zero biases the
