@@ -84,6 +84,19 @@ def test_resume_is_bit_identical(tiny_synthetic, tmp_path, profiled_run):
     jax.tree_util.tree_map(np.testing.assert_array_equal, p1, p2)
 
 
+def test_resume_is_bit_identical_at_xlas_default_level(tiny_synthetic, tmp_path):
+    """The other trainer tests compile their runs at LLVM's level 0 (tests/conftest.py); training compiles at
+    XLA's default level, and resumes bitwise there too."""
+    straight = train(tiny_synthetic, tmp_path / "straight", default_xla=True)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    for steps_now in ("--config.num_train_steps=2", "--config.num_train_steps=4"):
+        run = train(tiny_synthetic, tmp_path / "resumed", steps_now, default_xla=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    jax.tree_util.tree_map(np.testing.assert_array_equal, final_params(tmp_path / "straight", 4)[0],
+                           final_params(tmp_path / "resumed", 4)[0])
+
+
 def analytic_step_flops() -> float:
     """FLOPs of the matrix products and convolutions of one train step of the tiny config at the reference run's
     settings, counted from the step's jaxpr (tests/flop_count.py), not by XLA."""

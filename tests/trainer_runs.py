@@ -7,17 +7,20 @@ import subprocess
 import sys
 
 import orbax.checkpoint as ocp
-from conftest import COMPILATION_CACHE, REPO
+from conftest import CHILD_XLA_FLAGS, COMPILATION_CACHE, REPO
 
 from launch.local import child_env
 
 CONFIG = os.path.join(REPO, "configs", "tiny.py")
 
 
-def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=True):
+def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=True, default_xla=False):
     """`python -m trainer.main` on the tiny config; with `shared_cache`, the session's compilation cache instead
-    of the default WORKDIR/compilation_cache."""
+    of the default WORKDIR/compilation_cache; with `default_xla`, compiled at XLA's default optimisation level
+    as training runs are, instead of the tests' CHILD_XLA_FLAGS."""
     env = child_env(devices)
+    if default_xla:
+        env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split() if f != CHILD_XLA_FLAGS)
     cache = [f"--config.compilation_cache_dir={COMPILATION_CACHE}"] if shared_cache else []
     return subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(workdir),
                            "--mode", mode, f"--config.data.data_dir={data_dir}", *cache, *overrides],
