@@ -18,17 +18,26 @@ MOVI_SAMPLE = os.path.join(SHARED, "movi_sample")
 REFERENCE_EVAL = os.path.join(MOVI_SAMPLE, "savi_reference_eval_k10.npz")
 sys.path.insert(0, REPO)
 
-# This process's XLA CPU client reads XLA_FLAGS once, when it starts, here: the in-process tests (the model's
-# numerics against the original's) compile at XLA's default level, as the model ships. The child processes
-# (every trainer, launcher and Slurm job of the tests) compile at LLVM's level 0 instead: they test the trainer's
-# behaviour by comparing runs with runs under the same flags, and their time is mostly compiling. Level 0 rounds
-# differently (in the last bits), so a child's numbers are compared with another child's, or within a tolerance.
+# XLA parses XLA_FLAGS once per process (absl::call_once in xla/debug_options_flags.cc, whose default
+# xla_backend_optimization_level is 3), so this process's CPU client, started here, keeps what it read: the
+# in-process tests (the model's numerics against the original's) compile at XLA's default level, as it ships.
+# The child processes (every trainer, launcher and Slurm job of the tests) compile at LLVM's level 0 instead: they
+# test the trainer's behaviour by comparing runs with runs under the same flags, and their time is mostly compiling.
+# Level 0 rounds differently (in the last bits), so a child's numbers are compared with another child's, or within
+# a tolerance.
 # pytest-xdist's workers inherit the controller's environment, the children's flag included: drop it first.
 CHILD_XLA_FLAGS = "--xla_backend_optimization_level=0"
-_OWN_XLA_FLAGS = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != CHILD_XLA_FLAGS]
-os.environ["XLA_FLAGS"] = " ".join(_OWN_XLA_FLAGS)
+
+
+def without_child_flags(flags: str) -> str:
+    """XLA_FLAGS with CHILD_XLA_FLAGS taken out: XLA's default optimisation level."""
+    return " ".join(f for f in flags.split() if f != CHILD_XLA_FLAGS)
+
+
+_OWN_XLA_FLAGS = without_child_flags(os.environ.get("XLA_FLAGS", ""))
+os.environ["XLA_FLAGS"] = _OWN_XLA_FLAGS
 jax.devices()
-os.environ["XLA_FLAGS"] = " ".join([*_OWN_XLA_FLAGS, CHILD_XLA_FLAGS])
+os.environ["XLA_FLAGS"] = f"{_OWN_XLA_FLAGS} {CHILD_XLA_FLAGS}".strip()
 # One persistent compilation cache for every training subprocess of the session: most runs share the tiny
 # config, so only the first one compiles (each test's workdir would otherwise start cold). pytest-xdist's
 # workers inherit the controller's environment, so they share the controller's cache too.

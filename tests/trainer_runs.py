@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import orbax.checkpoint as ocp
-from conftest import CHILD_XLA_FLAGS, COMPILATION_CACHE, REPO
+from conftest import COMPILATION_CACHE, REPO, without_child_flags
 
 from launch.local import child_env
 
@@ -20,7 +20,7 @@ def train(data_dir, workdir, *overrides, devices=1, mode="train", shared_cache=T
     as training runs are, instead of the tests' CHILD_XLA_FLAGS."""
     env = child_env(devices)
     if default_xla:
-        env["XLA_FLAGS"] = " ".join(f for f in env["XLA_FLAGS"].split() if f != CHILD_XLA_FLAGS)
+        env["XLA_FLAGS"] = without_child_flags(env["XLA_FLAGS"])
     cache = [f"--config.compilation_cache_dir={COMPILATION_CACHE}"] if shared_cache else []
     return subprocess.run([sys.executable, "-m", "trainer.main", "--config", CONFIG, "--workdir", str(workdir),
                            "--mode", mode, f"--config.data.data_dir={data_dir}", *cache, *overrides],
