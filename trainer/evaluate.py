@@ -28,9 +28,6 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x) if x.is_fully_addressable else np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-PER_VIDEO = ("ari", "fg_ari", "miou", "miou_per_frame", "has_objects", "floor_alpha", "floor_even_split", "has_floor")
-
-
 def make_eval_step(run: Run):
     c, p = run.config, run.program
     return steps.jit_eval_step(p.model, c.num_slots, c.max_instances, c.eval_slice_size, p.replicated,
@@ -63,7 +60,7 @@ def evaluate(run: Run, eval_step, params: Any, step: int, picture_dir: str | Non
                                                        jax.process_index(), jax.process_count()), 1):
         batch = global_batch(local, run.mesh)
         out = eval_step(params, {k: v for k, v in batch.items() if k != "mask"})
-        host = {k: to_host(v) for k, v in out.items() if k in PER_VIDEO}
+        host = {k: to_host(v) for k, v in out.items() if k in metrics.PER_VIDEO}
         mask, boxes, gt = to_host(batch["mask"]), to_host(batch["boxes"]), to_host(batch["segmentations"])
         valid = to_host(batch["padding_mask"])
         model_acc.update(host, mask)

@@ -122,7 +122,10 @@ def _floor_average(name: str):
 VideoMeans = clu_metrics.Collection.create(ari=_video_average("ari", False), fg_ari=_video_average("fg_ari", False),
                                            miou=_video_average("miou", True),
                                            miou_per_frame=_video_average("miou_per_frame", True))
+VIDEO = ("ari", "fg_ari", "miou", "miou_per_frame")
 FLOOR = ("floor_alpha", "floor_even_split")
+# Every per-video output that MeanOverVideos reads: what an evaluation brings to the host from each batch.
+PER_VIDEO = VIDEO + ("has_objects",) + FLOOR + ("has_floor",)
 FloorMeans = clu_metrics.Collection.create(**{name: _floor_average(name) for name in FLOOR})
 
 
@@ -140,7 +143,7 @@ class MeanOverVideos:
         mask = np.asarray(mask, bool)
         one = VideoMeans.single_from_model_output(
             mask=mask, has_objects=np.asarray(per_video["has_objects"], bool),
-            **{k: np.asarray(per_video[k], np.float32) for k in ("ari", "fg_ari", "miou", "miou_per_frame")})
+            **{k: np.asarray(per_video[k], np.float32) for k in VIDEO})
         self._merged = one if self._merged is None else self._merged.merge(one)
         if "floor_alpha" in per_video:
             floor = FloorMeans.single_from_model_output(
@@ -151,7 +154,7 @@ class MeanOverVideos:
     def result(self) -> dict[str, float]:
         if self._merged is None:
             return {"num_videos": 0}
-        averages = {name: getattr(self._merged, name) for name in ("ari", "fg_ari", "miou", "miou_per_frame")}
+        averages = {name: getattr(self._merged, name) for name in VIDEO}
         if self._floor is not None:
             averages.update({name: getattr(self._floor, name) for name in FLOOR})
         return {name: float(a.total) / max(int(a.count), 1) for name, a in averages.items()} | {
