@@ -87,6 +87,7 @@ def test_padding_and_mean_over_videos():
     assert res["num_videos"] == 1 and res["ari"] == pytest.approx(1.0) and res["miou"] == pytest.approx(1.0)
     acc.update(m, mask=[False, True])  # a real video without objects: counts for ARI, not for mIoU
     assert acc.result()["num_videos"] == 2 and acc.result()["miou"] == pytest.approx(1.0)
+    assert acc.result()["miou_per_frame"] == pytest.approx(1.0)
     # ids > K vanish from the ground truth, as in the original's one-hot
     m = metrics.video_metrics(np.array([[[[0, 5]]]]), np.array([[[[0, 1]]]]), 3, 2)
     assert float(m["ari"][0]) == 1.0

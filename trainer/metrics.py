@@ -119,10 +119,9 @@ def _floor_average(name: str):
                                                                              "mask": mask & has_floor})
 
 
-VideoMeans = clu_metrics.Collection.create(ari=_video_average("ari", False), fg_ari=_video_average("fg_ari", False),
-                                           miou=_video_average("miou", True),
-                                           miou_per_frame=_video_average("miou_per_frame", True))
 VIDEO = ("ari", "fg_ari", "miou", "miou_per_frame")
+OBJECTS_ONLY = ("miou", "miou_per_frame")  # averaged over the videos with objects only
+VideoMeans = clu_metrics.Collection.create(**{name: _video_average(name, name in OBJECTS_ONLY) for name in VIDEO})
 FLOOR = ("floor_alpha", "floor_even_split")
 # Every per-video output that MeanOverVideos reads: what an evaluation brings to the host from each batch.
 PER_VIDEO = VIDEO + ("has_objects",) + FLOOR + ("has_floor",)
